@@ -1,0 +1,3 @@
+from tcpwatchd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Command line: `tcpwatchd run | snapshot | audit | check-config`, `tcpwatchd --version`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from tcpwatchd import __version__
+from tcpwatchd.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tcpwatchd",
+        description="Watches the health of this host's TCP connections and exports it to Prometheus.",
+    )
+    p.add_argument("--version", action="version", version=f"tcpwatchd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("-c", "--config", help="TOML config file (default: the embedded default)")
+
+    snap = sub.add_parser("snapshot", help="poll once now and print sockets per process and findings")
+    snap.add_argument("-c", "--config", help="TOML config file (default: the embedded default)")
+    snap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    snap.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="poll twice, this many seconds apart, so that ages and new connections show (default: once)",
+    )
+
+    audit = sub.add_parser("audit", help="audit the TCP sysctls against the config (exit 0 ok, 1 drift, 2 error)")
+    audit.add_argument("-c", "--config", help="TOML config file (default: the embedded default)")
+    audit.add_argument("--apply", action="store_true", help="write the desired values")
+    audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    check = sub.add_parser("check-config", help="validate a config file; every error with its field")
+    check.add_argument("file")
+    return p
+
+
+def _load(path: str | None) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        cfg = _load(args.file)
+        if cfg is None:
+            return 1
+        print(f"{args.file}: ok")
+        return EXIT_OK
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    if args.command == "run":
+        from tcpwatchd.daemon import run_daemon
+
+        return run_daemon(cfg, args.config)
+    if args.command == "snapshot":
+        from tcpwatchd.snapshot_cli import snapshot_command
+
+        return snapshot_command(cfg, as_json=args.json, interval=args.interval)
+    if args.command == "audit":
+        from tcpwatchd.sysctl.cli import audit_command
+
+        return audit_command(cfg, apply=args.apply, as_json=args.json)
+    raise AssertionError(args.command)

@@ -1,0 +1,157 @@
+"""The configuration: a TOML file validated whole by pydantic, or the embedded default.
+
+Every section refuses unknown keys, so a typo is an error rather than a silently ignored setting.
+`load_config` reports every problem at once, each with its dotted field path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(Exception):
+    """An unusable config: `problems` lists every error as 'field: reason'."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def render(self) -> str:
+        lines = [f"invalid config {self.source}:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DaemonConfig(_Section):
+    poll_interval_seconds: float = Field(
+        10.0, ge=0.1, le=3600, description="Seconds between polls; detectors' ages are measured per poll."
+    )
+    source: Literal["auto", "sockdiag", "procnet"] = Field(
+        "auto", description="Socket source: netlink sock_diag, /proc/net/tcp*, or auto (netlink, else /proc)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ExporterConfig(_Section):
+    listen_address: str = "127.0.0.1"
+    port: int = Field(9814, ge=1, le=65535)
+
+    @field_validator("listen_address")
+    @classmethod
+    def _is_ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError as e:
+            raise ValueError(f"not an IP address: {value!r}") from e
+        return value
+
+
+class CloseWaitConfig(_Section):
+    enabled: bool = True
+    min_age_seconds: float = Field(300.0, ge=0)
+
+
+class PhantomConfig(_Section):
+    enabled: bool = True
+    idle_seconds: float = Field(900.0, gt=0)
+
+
+class ReconnectStormConfig(_Section):
+    enabled: bool = True
+    window_seconds: float = Field(300.0, gt=0)
+    min_new_connections: int = Field(10, ge=2)
+
+
+class KeepaliveOffConfig(_Section):
+    enabled: bool = True
+
+
+class StalledReceiveConfig(_Section):
+    enabled: bool = True
+    min_age_seconds: float = Field(60.0, ge=0)
+
+
+class UnresponsivePeerConfig(_Section):
+    enabled: bool = True
+    min_retransmits: int = Field(3, ge=1, le=255)
+
+
+class DetectConfig(_Section):
+    close_wait: CloseWaitConfig = CloseWaitConfig()
+    phantom: PhantomConfig = PhantomConfig()
+    reconnect_storm: ReconnectStormConfig = ReconnectStormConfig()
+    keepalive_off: KeepaliveOffConfig = KeepaliveOffConfig()
+    stalled_receive: StalledReceiveConfig = StalledReceiveConfig()
+    unresponsive_peer: UnresponsivePeerConfig = UnresponsivePeerConfig()
+
+
+DEFAULT_DESIRED_SYSCTLS: dict[str, int] = {
+    "net.ipv4.tcp_keepalive_time": 600,
+    "net.ipv4.tcp_keepalive_intvl": 30,
+    "net.ipv4.tcp_keepalive_probes": 5,
+}
+
+
+class SysctlConfig(_Section):
+    mode: Literal["off", "audit", "enforce"] = "audit"
+    desired: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_DESIRED_SYSCTLS))
+
+
+class Config(_Section):
+    daemon: DaemonConfig = DaemonConfig()
+    exporter: ExporterConfig = ExporterConfig()
+    detect: DetectConfig = DetectConfig()
+    sysctl: SysctlConfig = SysctlConfig()
+
+
+DEFAULT_SOURCE = "<embedded default>"
+
+
+def default_config() -> Config:
+    """The embedded default: safe everywhere (audit only, metrics on 127.0.0.1)."""
+    return Config()
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    """Parse and validate TOML text; raises ConfigError listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, [f"TOML syntax: {e}"]) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read `path` (None means the embedded default) and validate it whole."""
+    if path is None:
+        return default_config()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), [f"cannot read: {e}"]) from None
+    return parse_config(text, str(path))
+
+
+def _describe(err: object) -> str:
+    """'detect.phantom.idle_seconds: Input should be greater than 0 (got -1)'."""
+    assert isinstance(err, dict)
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+    msg = str(err.get("msg", "invalid"))
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in err and not isinstance(err["input"], dict):
+        msg = f"{msg} (got {err['input']!r})"
+    return f"{loc}: {msg}"

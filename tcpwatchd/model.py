@@ -1,0 +1,220 @@
+"""The typed picture of one poll: sockets, their owners, kernel counters.
+
+Every type here is frozen: a snapshot is built once by the sources and read by everything downstream.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+class TcpState(enum.IntEnum):
+    """Kernel TCP states, numbered as in include/net/tcp_states.h."""
+
+    ESTABLISHED = 1
+    SYN_SENT = 2
+    SYN_RECV = 3
+    FIN_WAIT1 = 4
+    FIN_WAIT2 = 5
+    TIME_WAIT = 6
+    CLOSE = 7
+    CLOSE_WAIT = 8
+    LAST_ACK = 9
+    LISTEN = 10
+    CLOSING = 11
+    NEW_SYN_RECV = 12  # a request socket (half-open handshake), shown by ss as SYN-RECV
+
+    @property
+    def label(self) -> str:
+        """The metric label value, as node_exporter's tcpstat collector spells it.
+
+        >>> TcpState.NEW_SYN_RECV.label
+        'syn_recv'
+        """
+        return _LABELS[self]
+
+
+_LABELS: dict[TcpState, str] = {
+    TcpState.ESTABLISHED: "established",
+    TcpState.SYN_SENT: "syn_sent",
+    TcpState.SYN_RECV: "syn_recv",
+    TcpState.FIN_WAIT1: "fin_wait1",
+    TcpState.FIN_WAIT2: "fin_wait2",
+    TcpState.TIME_WAIT: "time_wait",
+    TcpState.CLOSE: "close",
+    TcpState.CLOSE_WAIT: "close_wait",
+    TcpState.LAST_ACK: "last_ack",
+    TcpState.LISTEN: "listen",
+    TcpState.CLOSING: "closing",
+    TcpState.NEW_SYN_RECV: "syn_recv",
+}
+
+# Every label value a state can take, in a stable order (for exporters that want zeros).
+STATE_LABELS: tuple[str, ...] = tuple(dict.fromkeys(_LABELS.values()))
+
+# States reached only after the peer's FIN arrived: the FIN occupies one sequence number, so until the
+# application reads EOF the kernel's receive-queue figure (rcv_nxt - copied_seq) includes 1 for it.
+POST_FIN_STATES: frozenset[TcpState] = frozenset({TcpState.CLOSE_WAIT, TcpState.LAST_ACK, TcpState.CLOSING})
+
+
+class TimerKind(enum.IntEnum):
+    """The pending timer a socket reports (`tr` in /proc/net/tcp, `idiag_timer` in inet_diag_msg).
+
+    The kernel reports one timer only, in this precedence (net/ipv4/inet_diag.c, tcp_ipv4.c
+    get_tcp4_sock): retransmit (also RACK reorder and tail loss probe), zero-window probe, then sk_timer,
+    which is the keepalive timer for an ESTABLISHED socket (and the FIN_WAIT2 timer for an orphan).
+    """
+
+    OFF = 0
+    RETRANSMIT = 1
+    KEEPALIVE = 2
+    TIME_WAIT = 3
+    ZERO_WINDOW_PROBE = 4
+
+
+class Family(enum.IntEnum):
+    INET = socket.AF_INET
+    INET6 = socket.AF_INET6
+
+    @property
+    def label(self) -> str:
+        return "ipv4" if self is Family.INET else "ipv6"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpInfo:
+    """The prefix of `struct tcp_info` (include/uapi/linux/tcp.h) that tcpwatchd reads.
+
+    Times are milliseconds ago (`last_*`) or microseconds (`rto_us`, `rtt_us`), as the kernel gives them.
+    Only netlink sock_diag carries it; /proc/net/tcp has none of these fields.
+    """
+
+    retransmits: int  # tcpi_retransmits: consecutive retransmissions of the head segment (RTO count)
+    probes: int  # tcpi_probes: unanswered keepalive or zero-window probes
+    backoff: int  # tcpi_backoff: exponential RTO backoff shift
+    rto_us: int
+    unacked: int  # segments in flight; for LISTEN the accept backlog
+    lost: int
+    retrans: int  # segments currently retransmitted and not yet acked
+    last_data_sent_ms: int
+    last_data_recv_ms: int
+    last_ack_recv_ms: int
+    rtt_us: int
+    rttvar_us: int
+    total_retrans: int
+
+
+@dataclass(frozen=True, slots=True)
+class Socket:
+    """One TCP socket as the kernel reports it.
+
+    `rqueue` is rcv_nxt - copied_seq for a connection (so it counts an unread FIN as 1, see
+    POST_FIN_STATES) and the accept backlog for a LISTEN socket. `inode` is 0 for sockets with no file
+    (TIME_WAIT, request sockets, orphans after close()). `cookie` is the kernel's socket cookie, from
+    netlink only.
+    """
+
+    family: Family
+    state: TcpState
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    rqueue: int
+    wqueue: int
+    uid: int
+    inode: int
+    timer: TimerKind
+    timer_expires_ms: int
+    retrans: int  # idiag_retrans / /proc `retrnsmt`: RTO retransmits, or probes for the probe timers
+    cookie: int | None = None
+    tcp_info: TcpInfo | None = None
+
+    @property
+    def local(self) -> str:
+        return _endpoint(self.local_address, self.local_port)
+
+    @property
+    def remote(self) -> str:
+        return _endpoint(self.remote_address, self.remote_port)
+
+
+def _endpoint(address: str, port: int) -> str:
+    """`ss`-style endpoint: '127.0.0.1:80', '[::1]:80'."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The process a socket is counted under (the oldest of its owners when shared after fork)."""
+
+    pid: int
+    name: str  # comm, as the kernel reports it; hostile input (any byte, decoded with replacement)
+    start_time: float  # seconds since the epoch
+    user: str
+    unit: str = ""  # systemd unit, from /proc/<pid>/cgroup
+    container: str = ""  # container id, from /proc/<pid>/cgroup
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """How one source fared in one poll. `error` says why it failed or degraded."""
+
+    name: str
+    ok: bool
+    duration_seconds: float
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionStats:
+    """What the /proc/<pid>/fd scan could and could not see in one poll."""
+
+    processes: int = 0
+    processes_scanned: int = 0  # fd tables actually read this poll (the rest came from the cache)
+    processes_denied: int = 0  # fd tables we were not allowed to read: attribution is partial
+    processes_vanished: int = 0  # exited mid-scan: normal, counted and skipped
+    sockets_unowned: int = 0  # sockets with an inode that no visible process holds
+
+    @property
+    def partial(self) -> bool:
+        return self.processes_denied > 0
+
+
+def _frozen_map(m: Mapping[int, Owner] | None = None) -> Mapping[int, Owner]:
+    return MappingProxyType(dict(m or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One poll: every TCP socket, who owns it, and the kernel's TCP counters."""
+
+    taken_at: float  # wall clock, seconds since the epoch
+    monotonic: float  # the poll's monotonic time: ages and intervals are measured on this clock
+    source: str  # which socket source produced `sockets`: "sockdiag" or "procnet"
+    sockets: tuple[Socket, ...]
+    owners: Mapping[int, Owner] = field(default_factory=_frozen_map)  # inode -> counted owner
+    kernel_counters: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    sources: tuple[SourceStatus, ...] = ()
+    attribution: AttributionStats = field(default_factory=AttributionStats)
+
+    def owner_of(self, sock: Socket) -> Owner | None:
+        return self.owners.get(sock.inode) if sock.inode else None
+
+
+def unread_bytes(sock: Socket) -> int:
+    """Bytes of data waiting in the receive queue that the application has not read.
+
+    The kernel's figure is rcv_nxt - copied_seq (net/ipv4/tcp_diag.c, tcp_ipv4.c), so in a post-FIN
+    state an unread FIN adds 1, which is not data: tcp_close() also discounts it before deciding to send
+    RST (net/ipv4/tcp.c). For LISTEN the figure is the accept backlog, not data.
+    """
+    if sock.state is TcpState.LISTEN or sock.rqueue <= 0:
+        return 0
+    if sock.state in POST_FIN_STATES:
+        return sock.rqueue - 1
+    return sock.rqueue
