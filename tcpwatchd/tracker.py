@@ -70,6 +70,7 @@ class TrackedPoll:
     opened: tuple[Opened, ...]  # first seen in this poll
     recent_opened: tuple[Opened, ...]  # first seen within the tracker's history window, oldest first
     closed: int  # identities that disappeared since the previous poll
+    opened_totals: Mapping[str, int]  # process name -> connections opened since start (a counter)
 
     def track_of(self, sock: Socket) -> Track:
         return self.tracks[connection_key(sock)]
@@ -85,6 +86,7 @@ class Tracker:
         self._history_seconds = history_seconds
         self._tracks: dict[ConnKey, Track] = {}
         self._recent: deque[Opened] = deque()
+        self._opened_totals: dict[str, int] = {}
         self._poll = 0
 
     def set_history(self, seconds: float) -> None:
@@ -110,6 +112,8 @@ class Tracker:
         closed = sum(1 for key in old if key not in new)
         self._tracks = new
         self._remember(opened, now)
+        for o in opened:
+            self._opened_totals[o.process] = self._opened_totals.get(o.process, 0) + 1
         return TrackedPoll(
             snapshot=snap,
             poll=poll,
@@ -118,6 +122,7 @@ class Tracker:
             opened=tuple(opened),
             recent_opened=tuple(self._recent),
             closed=closed,
+            opened_totals=MappingProxyType(dict(self._opened_totals)),
         )
 
     def _remember(self, opened: list[Opened], now: float) -> None:

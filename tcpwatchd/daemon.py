@@ -1,0 +1,181 @@
+"""`tcpwatchd run`: poll on the configured interval, serve /metrics, talk to systemd, obey signals.
+
+SIGTERM/SIGINT stop cleanly (exit 0). SIGHUP reloads the config file: a bad new config is logged and
+the old one kept. The signal handlers only set flags; the loop does the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
+from tcpwatchd.config import Config, ConfigError, ExporterConfig, load_config
+from tcpwatchd.exporter import DurationHistogram, LatestPoll, TcpwatchdCollector
+from tcpwatchd.logs import setup_logging
+from tcpwatchd.poller import Poller, PollResult
+from tcpwatchd.sdnotify import Notifier
+
+log = logging.getLogger("tcpwatchd")
+
+EXIT_OK = 0
+EXIT_STARTUP = 1
+
+
+class _Signals:
+    def __init__(self) -> None:
+        self.wake = threading.Event()
+        self.stop = False
+        self.reload = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop = True
+        self.wake.set()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.reload = True
+        self.wake.set()
+
+
+class _MetricsServer:
+    """The /metrics endpoint; rebinds on reload when the address or port changes."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.bound: ExporterConfig | None = None
+
+    def bind(self, cfg: ExporterConfig) -> None:
+        server, thread = start_http_server(cfg.port, addr=cfg.listen_address, registry=self._registry)
+        self._server, self._thread, self.bound = server, thread, cfg
+        log.info("serving metrics on http://%s/metrics", _hostport(cfg))
+
+    def rebind(self, cfg: ExporterConfig) -> None:
+        """Move to a new address; on failure the old one is bound again and the error raised."""
+        old = self.bound
+        self.close()
+        try:
+            self.bind(cfg)
+        except OSError:
+            if old is not None:
+                self.bind(old)
+            raise
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _hostport(cfg: ExporterConfig) -> str:
+    host = f"[{cfg.listen_address}]" if ":" in cfg.listen_address else cfg.listen_address
+    return f"{host}:{cfg.port}"
+
+
+class Daemon:
+    def __init__(self, cfg: Config, config_path: str | None) -> None:
+        self._cfg = cfg
+        self._path = config_path
+        self._signals = _Signals()
+        self._notifier = Notifier()
+        self._latest = LatestPoll()
+        self._durations = DurationHistogram()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(TcpwatchdCollector(self._latest, self._durations))
+        registry.register(ProcessCollector(registry=None))
+        self._server = _MetricsServer(registry)
+        self._poller = Poller(cfg)
+
+    def run(self) -> int:
+        self._signals.install()
+        try:
+            self._server.bind(self._cfg.exporter)
+        except OSError as e:
+            log.error("cannot serve metrics on %s: %s", _hostport(self._cfg.exporter), e)
+            return EXIT_STARTUP
+        try:
+            self._poll()
+            self._notifier.ready(self._status())
+            log.info("started (config %s)", self._path or "embedded default")
+            self._loop()
+        finally:
+            self._notifier.send("STOPPING=1")
+            self._server.close()
+            self._notifier.close()
+        log.info("stopped")
+        return EXIT_OK
+
+    def _loop(self) -> None:
+        next_poll = time.monotonic() + self._cfg.daemon.poll_interval_seconds
+        while not self._signals.stop:
+            self._signals.wake.wait(self._wait_seconds(next_poll))
+            self._signals.wake.clear()
+            if self._signals.stop:
+                break
+            if self._signals.reload:
+                self._signals.reload = False
+                self._reload()
+            self._notifier.watchdog()
+            if time.monotonic() >= next_poll:
+                self._poll()
+                next_poll = max(next_poll + self._cfg.daemon.poll_interval_seconds, time.monotonic())
+                self._notifier.status(self._status())
+
+    def _wait_seconds(self, next_poll: float) -> float:
+        wait = max(0.0, next_poll - time.monotonic())
+        if self._notifier.watchdog_seconds is not None:
+            wait = min(wait, self._notifier.watchdog_seconds / 2)  # sd_watchdog_enabled(3) advice
+        return wait
+
+    def _poll(self) -> None:
+        result: PollResult = self._poller.poll()
+        self._durations.observe(result.duration_seconds)
+        self._latest.publish(result)
+
+    def _reload(self) -> None:
+        self._notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            cfg = load_config(self._path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config: %s", e)
+            self._notifier.send("READY=1")
+            return
+        if cfg.exporter != self._cfg.exporter:
+            try:
+                self._server.rebind(cfg.exporter)
+            except OSError as e:
+                log.error("reload refused: cannot serve metrics on %s: %s", _hostport(cfg.exporter), e)
+                self._notifier.send("READY=1")
+                return
+        self._cfg = cfg
+        self._poller.reconfigure(cfg)
+        setup_logging(cfg.daemon.log_level)
+        log.info("reloaded config %s", self._path or "embedded default")
+        self._notifier.send("READY=1")
+
+    def _status(self) -> str:
+        result, _ = self._latest.get()
+        if result is None:
+            return "starting"
+        snap = result.snapshot
+        return (
+            f"{len(snap.sockets)} sockets, {len(result.report.findings)} findings, "
+            f"last poll {result.duration_seconds * 1000:.0f} ms via {snap.source}"
+        )
+
+
+def run_daemon(cfg: Config, config_path: str | None) -> int:
+    setup_logging(cfg.daemon.log_level)
+    return Daemon(cfg, config_path).run()

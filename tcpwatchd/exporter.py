@@ -1,0 +1,182 @@
+"""Prometheus exposition: a custom collector that renders the last poll. A scrape never does I/O.
+
+Label values (process names) are hostile input; prometheus_client escapes backslash, double quote and
+newline in label values, so the exposition stays valid whatever a process calls itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from tcpwatchd import __version__
+from tcpwatchd.detectors.metrics import detector_metrics
+from tcpwatchd.model import Snapshot
+from tcpwatchd.poller import PollResult
+from tcpwatchd.sysctl.metrics import sysctl_metrics
+
+# TcpExt counters (include/uapi/linux/snmp.h, LINUX_MIB_TCPABORTON*) -> `reason` label.
+ABORT_REASONS: dict[str, str] = {
+    "TcpExt.TCPAbortOnClose": "on_close",
+    "TcpExt.TCPAbortOnData": "on_data",
+    "TcpExt.TCPAbortOnTimeout": "on_timeout",
+    "TcpExt.TCPAbortOnLinger": "on_linger",
+    "TcpExt.TCPAbortOnMemory": "on_memory",
+    "TcpExt.TCPAbortFailed": "failed",
+}
+
+# Poll durations span ~1 ms (a small host, steady state) to seconds (100k sockets, cold).
+POLL_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class DurationHistogram:
+    """Cumulative poll-duration histogram, fed by the poll loop and read by scrapes."""
+
+    def __init__(self, buckets: Sequence[float] = POLL_BUCKETS) -> None:
+        self._bounds = tuple(buckets)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self._sum += seconds
+            self._count += 1
+            for i, bound in enumerate(self._bounds):
+                if seconds <= bound:
+                    self._counts[i] += 1
+
+    def metric(self, name: str, documentation: str) -> HistogramMetricFamily:
+        with self._lock:
+            buckets = [(_le(b), float(c)) for b, c in zip(self._bounds, self._counts, strict=True)]
+            buckets.append(("+Inf", float(self._count)))
+            return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self._sum)
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+class LatestPoll:
+    """Holds the newest PollResult; the poll loop writes it, scrapes read it."""
+
+    def __init__(self) -> None:
+        self._result: PollResult | None = None
+        self._last_success: float | None = None
+        self._lock = threading.Lock()
+
+    def publish(self, result: PollResult) -> None:
+        with self._lock:
+            self._result = result
+            # A poll succeeded when its socket source did; a failed one keeps the older timestamp,
+            # so staleness alerts fire.
+            if any(s.ok and s.name == result.snapshot.source for s in result.snapshot.sources):
+                self._last_success = result.snapshot.taken_at
+
+    def get(self) -> tuple[PollResult | None, float | None]:
+        with self._lock:
+            return self._result, self._last_success
+
+
+class TcpwatchdCollector(Collector):
+    def __init__(self, latest: LatestPoll, durations: DurationHistogram) -> None:
+        self._latest = latest
+        self._durations = durations
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("tcpwatchd_build_info", "Always 1; the version label says which tcpwatchd runs.", labels=["version"])
+        info.add_metric([__version__], 1.0)
+        yield info
+        yield self._durations.metric("tcpwatchd_poll_duration_seconds", "Time one full poll took, in seconds.")
+        result, last_success = self._latest.get()
+        if result is None:
+            return
+        snap = result.snapshot
+        yield sockets_metric(snap)
+        yield aborts_metric(snap)
+        yield from source_metrics(result)
+        yield from attribution_metrics(snap)
+        if last_success is not None:
+            yield GaugeMetricFamily(
+                "tcpwatchd_last_poll_timestamp_seconds",
+                "Unix time at which the last successful poll ended.",
+                value=last_success,
+            )
+        yield from detector_metrics(result.report)
+        if result.sysctl is not None:
+            yield from sysctl_metrics(result.sysctl)
+
+
+def sockets_metric(snap: Snapshot) -> GaugeMetricFamily:
+    """Sockets by state and owning process (the oldest owner of a shared socket; "" when none)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    owners = snap.owners
+    for sock in snap.sockets:
+        owner = owners.get(sock.inode) if sock.inode else None
+        counts[(sock.state.label, owner.name if owner else "")] += 1
+    m = GaugeMetricFamily(
+        "tcpwatchd_sockets",
+        "TCP sockets by state and owning process (process=\"\" for sockets no process holds).",
+        labels=["state", "process"],
+    )
+    for (state, process), n in sorted(counts.items()):
+        m.add_metric([state, process], float(n))
+    return m
+
+
+def aborts_metric(snap: Snapshot) -> CounterMetricFamily:
+    m = CounterMetricFamily(
+        "tcpwatchd_kernel_tcp_aborts",
+        "Connections the kernel aborted with a RST, by reason (TcpExt TCPAbortOn*, TCPAbortFailed).",
+        labels=["reason"],
+    )
+    for key, reason in ABORT_REASONS.items():
+        if key in snap.kernel_counters:
+            m.add_metric([reason], float(snap.kernel_counters[key]))
+    return m
+
+
+def source_metrics(result: PollResult) -> Iterator[Metric]:
+    statuses = list(result.snapshot.sources)
+    if result.sysctl_status is not None:
+        statuses.append(result.sysctl_status)
+    ok = GaugeMetricFamily(
+        "tcpwatchd_source_success", "1 when the source worked in the last poll, 0 when it failed.", labels=["source"]
+    )
+    took = GaugeMetricFamily(
+        "tcpwatchd_source_duration_seconds", "Time the source took in the last poll, in seconds.", labels=["source"]
+    )
+    for status in statuses:
+        ok.add_metric([status.name], 1.0 if status.ok else 0.0)
+        took.add_metric([status.name], status.duration_seconds)
+    yield ok
+    yield took
+
+
+def attribution_metrics(snap: Snapshot) -> Iterator[Metric]:
+    stats = snap.attribution
+    yield GaugeMetricFamily(
+        "tcpwatchd_attribution_partial",
+        "1 when some processes' fd tables could not be read (not root), so some sockets have no owner.",
+        value=1.0 if stats.partial else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "tcpwatchd_attribution_denied_processes",
+        "Processes whose /proc/<pid>/fd could not be read in the last poll.",
+        value=float(stats.processes_denied),
+    )
+    yield GaugeMetricFamily(
+        "tcpwatchd_unowned_sockets",
+        "Sockets with an inode that no readable process holds (orphans, or owners we may not see).",
+        value=float(stats.sockets_unowned),
+    )

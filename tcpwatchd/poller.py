@@ -1,0 +1,86 @@
+"""One poll, end to end: snapshot -> tracker -> detectors -> report (+ the sysctl audit).
+
+The poller owns the only long-lived state (the tracker's history and the owner cache); everything it
+returns is frozen, so the exporter and the CLI read a finished `PollResult` and never do I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from tcpwatchd.config import Config
+from tcpwatchd.detectors.announce import Announcer
+from tcpwatchd.model import SourceStatus
+from tcpwatchd.report import Report, build_report
+from tcpwatchd.snapshot import Clock, SnapshotTaker
+from tcpwatchd.sysctl.audit import SysctlReport
+from tcpwatchd.sysctl.enforce import SysctlPolicy
+from tcpwatchd.tracker import Tracker, TrackedPoll
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    tracked: TrackedPoll
+    report: Report
+    sysctl: SysctlReport | None  # None when [sysctl] mode is "off"
+    sysctl_status: SourceStatus | None
+    duration_seconds: float
+
+    @property
+    def snapshot(self):  # type: ignore[no-untyped-def]
+        return self.tracked.snapshot
+
+
+def _history_seconds(cfg: Config) -> float:
+    """How far back the tracker must remember openings: the longest window a detector looks at."""
+    d = cfg.detect
+    return max(d.reconnect_storm.window_seconds, d.phantom.idle_seconds) + 2 * cfg.daemon.poll_interval_seconds
+
+
+class Poller:
+    def __init__(self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None) -> None:
+        self._proc_root = proc_root
+        self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock)
+        self._tracker = Tracker(history_seconds=_history_seconds(cfg))
+        self._announcer = Announcer()
+        self._cfg = cfg
+        self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
+
+    @property
+    def config(self) -> Config:
+        return self._cfg
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Apply a new, already validated config; history is kept."""
+        self._cfg = cfg
+        self._taker.reconfigure(cfg.daemon)
+        self._tracker.set_history(_history_seconds(cfg))
+        self._policy = SysctlPolicy(cfg.sysctl, proc_root=self._proc_root)
+
+    def poll(self) -> PollResult:
+        start = time.perf_counter()
+        snapshot = self._taker.take()
+        tracked = self._tracker.update(snapshot)
+        sysctl, status = self._sysctl()
+        values = sysctl.values() if sysctl is not None else None
+        report = build_report(tracked, self._cfg.detect, values)
+        self._announcer.announce(report)
+        return PollResult(
+            tracked=tracked,
+            report=report,
+            sysctl=sysctl,
+            sysctl_status=status,
+            duration_seconds=time.perf_counter() - start,
+        )
+
+    def _sysctl(self) -> tuple[SysctlReport | None, SourceStatus | None]:
+        mode = self._cfg.sysctl.mode
+        if mode == "off":
+            return None, None
+        start = time.perf_counter()
+        report = self._policy.enforce() if mode == "enforce" else self._policy.check()
+        return report, SourceStatus("sysctl", report.ok, time.perf_counter() - start, report.error_summary())

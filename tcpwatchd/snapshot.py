@@ -1,0 +1,102 @@
+"""Takes one snapshot: sockets (netlink, or /proc as the fallback), their owners, kernel counters.
+
+Each source is timed and its success recorded; one failing source never fails the poll. With
+`source = "auto"`, netlink is tried first and /proc/net/tcp* is used when netlink is unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TypeVar
+
+from tcpwatchd.config import DaemonConfig
+from tcpwatchd.model import AttributionStats, Snapshot, Socket, SourceStatus
+from tcpwatchd.sources import ProcNetSource, SockDiagSource, SourceUnavailable, read_kernel_counters
+from tcpwatchd.sources.owners import Attribution, OwnerCache
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Injected time: `monotonic` measures ages, `wall` stamps snapshots."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+
+
+class SnapshotTaker:
+    def __init__(self, cfg: DaemonConfig, proc_root: str = "/proc", clock: Clock | None = None) -> None:
+        self._mode = cfg.source
+        self._proc_root = proc_root
+        self._clock = clock or Clock()
+        self._sockdiag = SockDiagSource()
+        self._procnet = ProcNetSource(proc_root=proc_root)
+        self._owners = OwnerCache(proc_root=proc_root)
+        self._warned: set[str] = set()
+
+    def reconfigure(self, cfg: DaemonConfig) -> None:
+        self._mode = cfg.source
+
+    def take(self) -> Snapshot:
+        statuses: list[SourceStatus] = []
+        source, sockets = self._sockets(statuses)
+        attribution = self._timed(
+            "owners", statuses, lambda: self._owners.attribute([s.inode for s in sockets])
+        ) or Attribution(MappingProxyType({}), AttributionStats())
+        self._note_partial(attribution.stats)
+        counters = self._timed("kstats", statuses, lambda: read_kernel_counters(self._proc_root)) or {}
+        return Snapshot(
+            taken_at=self._clock.wall(),
+            monotonic=self._clock.monotonic(),
+            source=source,
+            sockets=sockets,
+            owners=MappingProxyType(dict(attribution.owners)),
+            kernel_counters=MappingProxyType(counters),
+            sources=tuple(statuses),
+            attribution=attribution.stats,
+        )
+
+    def _sockets(self, statuses: list[SourceStatus]) -> tuple[str, tuple[Socket, ...]]:
+        if self._mode in ("auto", "sockdiag"):
+            result = self._timed("sockdiag", statuses, lambda: self._sockdiag.sockets().sockets)
+            if result is not None:
+                return "sockdiag", tuple(result)
+            if self._mode == "sockdiag":
+                return "sockdiag", ()
+        result = self._timed("procnet", statuses, lambda: self._procnet.sockets().sockets)
+        return "procnet", tuple(result or ())
+
+    def _timed(self, name: str, statuses: list[SourceStatus], read: Callable[[], T]) -> T | None:
+        """Run one source; a failure is recorded and logged once per streak, never raised."""
+        start = time.perf_counter()
+        try:
+            value = read()
+        except (OSError, SourceUnavailable, ValueError) as e:
+            statuses.append(SourceStatus(name, False, time.perf_counter() - start, error=str(e)))
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("source %s failed: %s", name, e)
+            return None
+        if name in self._warned:
+            self._warned.discard(name)
+            log.info("source %s works again", name)
+        statuses.append(SourceStatus(name, True, time.perf_counter() - start))
+        return value
+
+    def _note_partial(self, stats: AttributionStats) -> None:
+        if stats.partial and "partial" not in self._warned:
+            self._warned.add("partial")
+            log.warning(
+                "attribution is partial: %d processes' fd tables are not readable (run as root or grant "
+                "CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH); their sockets count under process=\"\"",
+                stats.processes_denied,
+            )
+        elif not stats.partial and "partial" in self._warned:
+            self._warned.discard("partial")
+            log.info("attribution is complete again")

@@ -1,0 +1,109 @@
+"""OwnerCache on a fake /proc tree: real directories, real symlinks, no mocking."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tcpwatchd.sources.owners import OwnerCache
+
+
+class FakeProc:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def process(self, pid: int, comm: str, start: int, fds: dict[int, int], cgroup: str = "0::/\n") -> None:
+        d = self.root / str(pid)
+        if d.exists():
+            shutil.rmtree(d)
+        (d / "fd").mkdir(parents=True)
+        (d / "stat").write_bytes(f"{pid} ({comm}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0".encode())
+        (d / "cgroup").write_text(cgroup)
+        for fd, inode in fds.items():
+            self.fd(pid, fd, inode)
+
+    def fd(self, pid: int, fd: int, inode: int) -> None:
+        link = self.root / str(pid) / "fd" / str(fd)
+        if link.is_symlink():
+            link.unlink()
+        os.symlink(f"socket:[{inode}]" if inode else "/dev/null", link)
+
+    def close_fd(self, pid: int, fd: int) -> None:
+        (self.root / str(pid) / "fd" / str(fd)).unlink()
+
+    def exit(self, pid: int) -> None:
+        shutil.rmtree(self.root / str(pid))
+
+
+@pytest.fixture
+def proc(tmp_path: Path) -> FakeProc:
+    (tmp_path / "self").mkdir()  # non-numeric entries are ignored
+    return FakeProc(tmp_path)
+
+
+def names(cache: OwnerCache, inodes: list[int]) -> dict[int, tuple[str, int]]:
+    return {i: (o.name, o.pid) for i, o in cache.attribute(inodes).owners.items()}
+
+
+def test_attributes_each_inode_to_its_process(proc: FakeProc) -> None:
+    proc.process(10, "nginx", 100, {3: 1001, 4: 1002, 5: 0}, cgroup="0::/system.slice/nginx.service\n")
+    proc.process(20, "redis", 200, {6: 2001})
+    cache = OwnerCache(str(proc.root))
+    attribution = cache.attribute([1001, 1002, 2001, 3003, 0])
+    assert {i: o.name for i, o in attribution.owners.items()} == {1001: "nginx", 1002: "nginx", 2001: "redis"}
+    assert attribution.owners[1001].unit == "nginx.service"
+    assert attribution.stats.sockets_unowned == 1  # 3003: no process holds it
+    assert attribution.stats.processes == 2
+
+
+def test_shared_socket_counts_under_the_oldest_owner_then_the_survivor(proc: FakeProc) -> None:
+    proc.process(30, "worker", 500, {3: 7})  # younger child, listed first
+    proc.process(10, "master", 100, {3: 7})
+    cache = OwnerCache(str(proc.root))
+    assert names(cache, [7]) == {7: ("master", 10)}
+    proc.exit(10)
+    assert names(cache, [7]) == {7: ("worker", 30)}
+
+
+def test_steady_state_reads_no_fd_table(proc: FakeProc) -> None:
+    proc.process(10, "srv", 100, {3: 1, 4: 2})
+    cache = OwnerCache(str(proc.root))
+    assert cache.attribute([1, 2]).stats.processes_scanned == 1
+    again = cache.attribute([1, 2])
+    assert again.stats.processes_scanned == 0
+    assert names(cache, [1]) == {1: ("srv", 10)}  # a socket that closed is simply dropped
+
+
+def test_fd_number_reused_between_polls_is_seen(proc: FakeProc) -> None:
+    """accept() + close() between polls can leave the fd count unchanged and reuse the fd number."""
+    proc.process(10, "srv", 100, {3: 1, 4: 2})
+    cache = OwnerCache(str(proc.root))
+    cache.attribute([1, 2])
+    proc.fd(10, 4, 3)  # socket 2 closed; fd 4 now holds socket 3
+    assert names(cache, [1, 3]) == {1: ("srv", 10), 3: ("srv", 10)}
+
+
+def test_recycled_pid_is_a_new_process(proc: FakeProc) -> None:
+    proc.process(10, "old", 100, {3: 1})
+    cache = OwnerCache(str(proc.root))
+    assert names(cache, [1]) == {1: ("old", 10)}
+    proc.process(10, "new", 900, {3: 5})  # same pid, later start time
+    assert names(cache, [5]) == {5: ("new", 10)}
+
+
+def test_process_without_stat_counts_as_vanished(proc: FakeProc) -> None:
+    proc.process(10, "srv", 100, {3: 1})
+    (proc.root / "11").mkdir()  # exited between the /proc listing and the read
+    cache = OwnerCache(str(proc.root))
+    attribution = cache.attribute([1])
+    assert attribution.stats.processes_vanished == 1
+    assert names(cache, [1]) == {1: ("srv", 10)}
+
+
+def test_hostile_name_survives(proc: FakeProc) -> None:
+    proc.process(10, 'evil"\\) x', 100, {3: 1})
+    cache = OwnerCache(str(proc.root))
+    assert names(cache, [1]) == {1: ('evil"\\) x', 10)}
