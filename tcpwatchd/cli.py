@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         help="poll twice, this many seconds apart, so that ages and new connections show (default: once)",
     )
 
-    audit = sub.add_parser("audit", help="audit the TCP sysctls against the config (exit 0 ok, 1 drift, 2 error)")
+    audit = sub.add_parser(
+        "audit", help="audit the TCP sysctls against the config (exit 0 ok, 1 drift, 2 error)"
+    )
     audit.add_argument("-c", "--config", help="TOML config file (default: the embedded default)")
     audit.add_argument("--apply", action="store_true", help="write the desired values")
     audit.add_argument("--json", action="store_true", help="print JSON instead of a table")

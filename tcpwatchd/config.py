@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 
 class ConfigError(Exception):
@@ -104,7 +104,15 @@ DEFAULT_DESIRED_SYSCTLS: dict[str, int] = {
 
 class SysctlConfig(_Section):
     mode: Literal["off", "audit", "enforce"] = "audit"
-    desired: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_DESIRED_SYSCTLS))
+    desired: dict[str, StrictInt] = Field(default_factory=lambda: dict(DEFAULT_DESIRED_SYSCTLS))
+
+    @field_validator("desired")
+    @classmethod
+    def _known_sysctls(cls, value: dict[str, int]) -> dict[str, int]:
+        # Names are checked against a static catalog (no /proc access): path tricks never reach a write.
+        from tcpwatchd.sysctl.policy import check_desired
+
+        return check_desired(value)
 
 
 class Config(_Section):

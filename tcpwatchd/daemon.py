@@ -6,7 +6,10 @@ the old one kept. The signal handlers only set flags; the loop does the work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import signal
 import threading
 import time
@@ -28,10 +31,23 @@ EXIT_STARTUP = 1
 
 
 class _Signals:
+    """Flags set by signal handlers, and a self-pipe that wakes the loop.
+
+    A handler must not take a lock (threading.Event.set() does: if the signal lands while the main
+    thread holds that lock, the daemon deadlocks), so it only sets a flag and writes one byte.
+    """
+
     def __init__(self) -> None:
-        self.wake = threading.Event()
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.stop = False
         self.reload = False
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until `timeout` passes or a signal arrives."""
+        readable, _, _ = select.select([self._r], [], [], timeout)
+        if readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._r, 4096)
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -40,11 +56,15 @@ class _Signals:
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop = True
-        self.wake.set()
+        self._poke()
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self.reload = True
-        self.wake.set()
+        self._poke()
+
+    def _poke(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._w, b"!")
 
 
 class _MetricsServer:
@@ -120,13 +140,13 @@ class Daemon:
     def _loop(self) -> None:
         next_poll = time.monotonic() + self._cfg.daemon.poll_interval_seconds
         while not self._signals.stop:
-            self._signals.wake.wait(self._wait_seconds(next_poll))
-            self._signals.wake.clear()
+            self._signals.wait(self._wait_seconds(next_poll))
             if self._signals.stop:
                 break
             if self._signals.reload:
                 self._signals.reload = False
-                self._reload()
+                if self._reload():
+                    next_poll = time.monotonic()  # show the new config's view now, not an interval later
             self._notifier.watchdog()
             if time.monotonic() >= next_poll:
                 self._poll()
@@ -144,26 +164,29 @@ class Daemon:
         self._durations.observe(result.duration_seconds)
         self._latest.publish(result)
 
-    def _reload(self) -> None:
-        self._notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+    def _reload(self) -> bool:
+        self._notifier.send(
+            "RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+        )
         try:
             cfg = load_config(self._path)
         except ConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)
             self._notifier.send("READY=1")
-            return
+            return False
         if cfg.exporter != self._cfg.exporter:
             try:
                 self._server.rebind(cfg.exporter)
             except OSError as e:
                 log.error("reload refused: cannot serve metrics on %s: %s", _hostport(cfg.exporter), e)
                 self._notifier.send("READY=1")
-                return
+                return False
         self._cfg = cfg
         self._poller.reconfigure(cfg)
         setup_logging(cfg.daemon.log_level)
         log.info("reloaded config %s", self._path or "embedded default")
         self._notifier.send("READY=1")
+        return True
 
     def _status(self) -> str:
         result, _ = self._latest.get()

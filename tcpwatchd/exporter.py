@@ -94,10 +94,16 @@ class TcpwatchdCollector(Collector):
         self._durations = durations
 
     def collect(self) -> Iterator[Metric]:
-        info = GaugeMetricFamily("tcpwatchd_build_info", "Always 1; the version label says which tcpwatchd runs.", labels=["version"])
+        info = GaugeMetricFamily(
+            "tcpwatchd_build_info",
+            "Always 1; the version label says which tcpwatchd runs.",
+            labels=["version"],
+        )
         info.add_metric([__version__], 1.0)
         yield info
-        yield self._durations.metric("tcpwatchd_poll_duration_seconds", "Time one full poll took, in seconds.")
+        yield self._durations.metric(
+            "tcpwatchd_poll_duration_seconds", "Time one full poll took, in seconds."
+        )
         result, last_success = self._latest.get()
         if result is None:
             return
@@ -126,7 +132,7 @@ def sockets_metric(snap: Snapshot) -> GaugeMetricFamily:
         counts[(sock.state.label, owner.name if owner else "")] += 1
     m = GaugeMetricFamily(
         "tcpwatchd_sockets",
-        "TCP sockets by state and owning process (process=\"\" for sockets no process holds).",
+        'TCP sockets by state and owning process (process="" for sockets no process holds).',
         labels=["state", "process"],
     )
     for (state, process), n in sorted(counts.items()):
@@ -151,16 +157,27 @@ def source_metrics(result: PollResult) -> Iterator[Metric]:
     if result.sysctl_status is not None:
         statuses.append(result.sysctl_status)
     ok = GaugeMetricFamily(
-        "tcpwatchd_source_success", "1 when the source worked in the last poll, 0 when it failed.", labels=["source"]
+        "tcpwatchd_source_success",
+        "1 when the source worked in the last poll, 0 when it failed.",
+        labels=["source"],
     )
     took = GaugeMetricFamily(
-        "tcpwatchd_source_duration_seconds", "Time the source took in the last poll, in seconds.", labels=["source"]
+        "tcpwatchd_source_duration_seconds",
+        "Time the source took in the last poll, in seconds.",
+        labels=["source"],
+    )
+    skipped = GaugeMetricFamily(
+        "tcpwatchd_source_skipped_records",
+        "Records the source could not use in the last poll (cut-short /proc lines, odd netlink messages).",
+        labels=["source"],
     )
     for status in statuses:
         ok.add_metric([status.name], 1.0 if status.ok else 0.0)
         took.add_metric([status.name], status.duration_seconds)
+        skipped.add_metric([status.name], float(status.skipped))
     yield ok
     yield took
+    yield skipped
 
 
 def attribution_metrics(snap: Snapshot) -> Iterator[Metric]:

@@ -26,7 +26,10 @@ class TcpState(enum.IntEnum):
     LAST_ACK = 9
     LISTEN = 10
     CLOSING = 11
-    NEW_SYN_RECV = 12  # a request socket (half-open handshake), shown by ss as SYN-RECV
+    # A request socket (half-open handshake). Both netlink and /proc report these as SYN_RECV (3) today
+    # (inet_diag req_sk and get_openreq4 print TCP_SYN_RECV); 12 is kept so a kernel that ever shows
+    # the internal state maps to the same label.
+    NEW_SYN_RECV = 12
 
     @property
     def label(self) -> str:
@@ -168,6 +171,7 @@ class SourceStatus:
     ok: bool
     duration_seconds: float
     error: str = ""
+    skipped: int = 0  # records the source could not use (cut-short /proc lines, odd netlink messages)
 
 
 @dataclass(frozen=True, slots=True)

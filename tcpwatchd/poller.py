@@ -17,7 +17,7 @@ from tcpwatchd.report import Report, build_report
 from tcpwatchd.snapshot import Clock, SnapshotTaker
 from tcpwatchd.sysctl.audit import SysctlReport
 from tcpwatchd.sysctl.enforce import SysctlPolicy
-from tcpwatchd.tracker import Tracker, TrackedPoll
+from tcpwatchd.tracker import TrackedPoll, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ class PollResult:
 def _history_seconds(cfg: Config) -> float:
     """How far back the tracker must remember openings: the longest window a detector looks at."""
     d = cfg.detect
-    return max(d.reconnect_storm.window_seconds, d.phantom.idle_seconds) + 2 * cfg.daemon.poll_interval_seconds
+    return (
+        max(d.reconnect_storm.window_seconds, d.phantom.idle_seconds) + 2 * cfg.daemon.poll_interval_seconds
+    )
 
 
 class Poller:

@@ -21,7 +21,10 @@ class Notifier:
         self.watchdog_seconds = _watchdog_seconds(env)
         self._sock: socket.socket | None = None
         if self._address:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock = socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            )
+            # Non-blocking: a manager that stops reading must never stall the poll loop.
 
     @property
     def enabled(self) -> bool:

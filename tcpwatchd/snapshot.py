@@ -9,13 +9,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TypeVar
 
 from tcpwatchd.config import DaemonConfig
 from tcpwatchd.model import AttributionStats, Snapshot, Socket, SourceStatus
-from tcpwatchd.sources import ProcNetSource, SockDiagSource, SourceUnavailable, read_kernel_counters
+from tcpwatchd.sources import (
+    ProcNetSource,
+    SockDiagSource,
+    SocketSource,
+    SourceUnavailable,
+    read_kernel_counters,
+)
 from tcpwatchd.sources.owners import Attribution, OwnerCache
 
 log = logging.getLogger(__name__)
@@ -64,13 +70,22 @@ class SnapshotTaker:
 
     def _sockets(self, statuses: list[SourceStatus]) -> tuple[str, tuple[Socket, ...]]:
         if self._mode in ("auto", "sockdiag"):
-            result = self._timed("sockdiag", statuses, lambda: self._sockdiag.sockets().sockets)
+            result = self._read_sockets(self._sockdiag, statuses)
             if result is not None:
-                return "sockdiag", tuple(result)
+                return "sockdiag", result
             if self._mode == "sockdiag":
                 return "sockdiag", ()
-        result = self._timed("procnet", statuses, lambda: self._procnet.sockets().sockets)
-        return "procnet", tuple(result or ())
+        return "procnet", self._read_sockets(self._procnet, statuses) or ()
+
+    def _read_sockets(self, source: SocketSource, statuses: list[SourceStatus]) -> tuple[Socket, ...] | None:
+        result = self._timed(source.name, statuses, source.sockets)
+        if result is None:
+            return None
+        if result.skipped_lines or result.notes:
+            # Degraded but usable: say how, in the metric and (at debug, every poll) in the log.
+            statuses[-1] = replace(statuses[-1], skipped=result.skipped_lines, error="; ".join(result.notes))
+            log.debug("source %s skipped %d records: %s", source.name, result.skipped_lines, result.notes)
+        return tuple(result.sockets)
 
     def _timed(self, name: str, statuses: list[SourceStatus], read: Callable[[], T]) -> T | None:
         """Run one source; a failure is recorded and logged once per streak, never raised."""
@@ -94,7 +109,7 @@ class SnapshotTaker:
             self._warned.add("partial")
             log.warning(
                 "attribution is partial: %d processes' fd tables are not readable (run as root or grant "
-                "CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH); their sockets count under process=\"\"",
+                'CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH); their sockets count under process=""',
                 stats.processes_denied,
             )
         elif not stats.partial and "partial" in self._warned:

@@ -96,7 +96,9 @@ def render_table(result: PollResult) -> str:
     for r in rows:
         name = _safe(r.name) if r.pid else "(no process)"
         unit = _safe(r.unit or r.container) or "-"
-        table.append([name, str(r.pid or "-"), unit, *[str(r.sockets.get(s, 0)) for s in present], str(r.total)])
+        table.append(
+            [name, str(r.pid or "-"), unit, *[str(r.sockets.get(s, 0)) for s in present], str(r.total)]
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
     lines.append("")

@@ -115,7 +115,9 @@ class OwnerCache:
         key = (pid, stat.start_ticks)
         proc = self._procs.get(key)
         if proc is None:
-            proc = _Process(owner=self._new_owner(pid, stat.comm, stat.start_ticks), start_ticks=stat.start_ticks)
+            proc = _Process(
+                owner=self._new_owner(pid, stat.comm, stat.start_ticks), start_ticks=stat.start_ticks
+            )
         return key, proc
 
     def _new_owner(self, pid: int, comm: str, start_ticks: int) -> Owner:
@@ -182,7 +184,9 @@ def _list_pids(root: str) -> list[str]:
     return [e.name for e in os.scandir(root) if e.name.isdigit()]
 
 
-def _stats(base: AttributionStats, owners: Mapping[int, Owner], current: frozenset[int], scanned: int) -> AttributionStats:
+def _stats(
+    base: AttributionStats, owners: Mapping[int, Owner], current: frozenset[int], scanned: int
+) -> AttributionStats:
     return AttributionStats(
         processes=base.processes,
         processes_scanned=scanned,

@@ -9,7 +9,9 @@ _SOCKET_LINK = re.compile(r"socket:\[(\d+)\]")
 # cgroup v2 paths: /system.slice/nginx.service, /user.slice/user-1000.slice/session-3.scope,
 # /kubepods.slice/.../cri-containerd-<64 hex>.scope, /system.slice/docker-<64 hex>.scope
 _UNIT = re.compile(r"([^/]+\.(?:service|scope|socket|mount|slice))$")
-_CONTAINER = re.compile(r"(?:docker|cri-containerd|crio|libpod|containerd)[-:]([0-9a-f]{12,64})|/([0-9a-f]{64})(?:/|$)")
+_CONTAINER = re.compile(
+    r"(?:docker|cri-containerd|crio|libpod|containerd)[-:]([0-9a-f]{12,64})|/([0-9a-f]{64})(?:/|$)"
+)
 
 
 @dataclass(frozen=True, slots=True)

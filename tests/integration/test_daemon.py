@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,7 +46,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 class NotifyListener:
-    """A fake $NOTIFY_SOCKET: records every datagram the daemon sends."""
+    """A fake $NOTIFY_SOCKET: a thread records every datagram the daemon sends, as systemd would."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -53,16 +54,24 @@ class NotifyListener:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
 
-    def drain(self) -> list[str]:
-        while True:
+    def _read(self) -> None:
+        while not self._done.is_set():
             try:
                 self.messages.append(self.sock.recv(4096).decode())
             except TimeoutError:
-                return self.messages
+                continue
 
     def saw(self, field: str) -> bool:
-        return any(field in m.split("\n") for m in self.drain())
+        return any(field in m.split("\n") for m in list(self.messages))
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
 
 
 @pytest.fixture
@@ -96,7 +105,12 @@ def test_daemon_lifecycle(ns: NetNS, tmp_path: Path) -> None:
         hostile_comm = HOSTILE.decode("utf-8", errors="backslashreplace")
         assert got[("tcpwatchd_sockets", (("process", hostile_comm), ("state", "listen")))] == 1
         # The daemon's own metrics listener, under the interpreter's name.
-        assert any(n == "tcpwatchd_sockets" and ("state", "listen") in ls and dict(ls)["process"].startswith("python") for (n, ls) in got)
+        assert any(
+            n == "tcpwatchd_sockets"
+            and ("state", "listen") in ls
+            and dict(ls)["process"].startswith("python")
+            for (n, ls) in got
+        )
         assert got[("tcpwatchd_source_success", (("source", "sockdiag"),))] == 1
         assert ("tcpwatchd_kernel_tcp_aborts_total", (("reason", "on_close"),)) in got
         assert got[("tcpwatchd_poll_duration_seconds_count", ())] >= 1
@@ -111,12 +125,13 @@ def test_daemon_lifecycle(ns: NetNS, tmp_path: Path) -> None:
         assert samples(scrape(ns))[("tcpwatchd_build_info", (("version", "0.1.0"),))] == 1
 
         # A good one is applied: here, the metrics move to another port.
-        cfg.write_text('[daemon]\npoll_interval_seconds = 0.5\n[exporter]\nport = 9815\n[sysctl]\nmode = "off"\n')
+        cfg.write_text(
+            '[daemon]\npoll_interval_seconds = 0.5\n[exporter]\nport = 9815\n[sysctl]\nmode = "off"\n'
+        )
         daemon.send_signal(signal.SIGHUP)
         wait_until(lambda: _serves(ns, 9815), timeout=15, what="the new port")
-        assert ("tcpwatchd_sysctl_compliant", (("name", "net.ipv4.tcp_keepalive_time"),)) not in samples(
-            scrape(ns, 9815)
-        )
+        compliant = ("tcpwatchd_sysctl_compliant", (("name", "net.ipv4.tcp_keepalive_time"),))
+        wait_until(lambda: compliant not in samples(scrape(ns, 9815)), timeout=10, what="sysctl mode off")
 
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=15) == 0
@@ -127,7 +142,7 @@ def test_daemon_lifecycle(ns: NetNS, tmp_path: Path) -> None:
         assert "Traceback" not in err
     finally:
         stop(daemon)
-        notify.sock.close()
+        notify.close()
 
 
 def _serves(ns: NetNS, port: int) -> bool:
@@ -149,7 +164,7 @@ def test_sigint_stops_cleanly_without_systemd(ns: NetNS, tmp_path: Path) -> None
 
 def test_invalid_config_never_starts(ns: NetNS, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text("[exporter]\nlisten_address = \"0.0.0.0; rm -rf /\"\n[detect.phantom]\nidle_seconds = -1\n")
+    bad.write_text('[exporter]\nlisten_address = "0.0.0.0; rm -rf /"\n[detect.phantom]\nidle_seconds = -1\n')
     proc = ns.run(sys.executable, "-m", "tcpwatchd", "run", "-c", str(bad), check=False, timeout=30)
     assert proc.returncode != 0
     assert "exporter.listen_address" in proc.stderr and "detect.phantom.idle_seconds" in proc.stderr
@@ -157,9 +172,15 @@ def test_invalid_config_never_starts(ns: NetNS, tmp_path: Path) -> None:
 
 
 def test_port_in_use_is_a_clear_error(ns: NetNS, tmp_path: Path) -> None:
-    blocker = ns.python("-c", f"import socket,time;s=socket.socket();s.bind(('127.0.0.1',{PORT}));s.listen();print('READY',flush=True);time.sleep(60)")
+    blocker = ns.python(
+        "-c",
+        "import socket,time;s=socket.socket();"
+        f"s.bind(('127.0.0.1',{PORT}));s.listen();print('READY',flush=True);time.sleep(60)",
+    )
     wait_line(blocker, "READY")
-    proc = ns.run(sys.executable, "-m", "tcpwatchd", "run", "-c", str(config(tmp_path)), check=False, timeout=30)
+    proc = ns.run(
+        sys.executable, "-m", "tcpwatchd", "run", "-c", str(config(tmp_path)), check=False, timeout=30
+    )
     assert proc.returncode == 1
     assert "cannot serve metrics on 127.0.0.1:9814" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -11,7 +11,8 @@ from tcpwatchd.model import Family, Owner, Snapshot, Socket, TcpInfo, TcpState, 
 def info(**kw: int) -> TcpInfo:
     base = dict(
         retransmits=0, probes=0, backoff=0, rto_us=204000, unacked=0, lost=0, retrans=0,
-        last_data_sent_ms=0, last_data_recv_ms=0, last_ack_recv_ms=0, rtt_us=100, rttvar_us=50, total_retrans=0,
+        last_data_sent_ms=0, last_data_recv_ms=0, last_ack_recv_ms=0, rtt_us=100, rttvar_us=50,
+        total_retrans=0,
     )  # fmt: skip
     base.update(kw)
     return TcpInfo(**base)

@@ -6,13 +6,13 @@ when the namespace is torn down.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -36,14 +36,22 @@ class NetNS:
         _ip("-n", self.name, "link", "set", "lo", "up")
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
         for child in self.children:
             stop(child)
         self.children.clear()
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=20)
+        # Deleting can fail while killed children are still releasing the namespace: retry, bounded.
+        deadline = time.monotonic() + 10
+        while True:
+            gone = subprocess.run(["ip", "netns", "del", self.name], capture_output=True, text=True, timeout=20)
+            if gone.returncode == 0 or "No such file" in gone.stderr or time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
 
     def cmd(self, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.name, *argv]
@@ -98,10 +106,8 @@ def wait_line(child: subprocess.Popen[str], expect: str, timeout: float = 20) ->
 def stop(child: subprocess.Popen[str], timeout: float = 5) -> None:
     """Kill a child and its session by its own pid; never by name."""
     if child.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         try:
             child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -112,7 +118,9 @@ def stop(child: subprocess.Popen[str], timeout: float = 5) -> None:
             stream.close()
 
 
-def wait_until(predicate: object, timeout: float = 20, interval: float = 0.1, what: str = "condition") -> None:
+def wait_until(
+    predicate: object, timeout: float = 20, interval: float = 0.1, what: str = "condition"
+) -> None:
     """Poll `predicate()` until true, bounded by `timeout`."""
     assert callable(predicate)
     deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ listener shared by a pre-fork master and its worker. Prints READY, then holds ev
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -63,7 +64,9 @@ def main() -> None:
 
     def alpha() -> list[socket.socket]:
         # Accepts and never closes: the 2 peers that close leave CLOSE_WAIT here.
-        return [alpha4, alpha6] + [alpha4.accept()[0] for _ in range(5)] + [alpha6.accept()[0] for _ in range(3)]
+        return (
+            [alpha4, alpha6] + [alpha4.accept()[0] for _ in range(5)] + [alpha6.accept()[0] for _ in range(3)]
+        )
 
     def gamma_body() -> list[socket.socket]:
         out = [gamma]
@@ -99,10 +102,8 @@ def main() -> None:
 
     def stop(signum: int, frame: object) -> None:
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from tcpwatchd.cli import main
 from tcpwatchd.config import ConfigError, default_config, load_config, parse_config
@@ -22,24 +23,53 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     text = (REPO / "config.example.toml").read_text()
     cfg = parse_config(text, "config.example.toml")
     assert cfg == default_config(), "the example must show the defaults"
-    for section, model in cfg:
-        for key in type(model).model_fields:
-            assert f"{key} =" in text or f'"{key}"' in text, f"{section}.{key} is not documented"
+    _assert_documented(cfg, "", text)
+
+
+def _assert_documented(model: BaseModel, path: str, text: str) -> None:
+    for key, value in model:
+        dotted = f"{path}.{key}" if path else key
+        if isinstance(value, BaseModel):
+            if any(not isinstance(v, BaseModel) for _, v in value):
+                assert f"[{dotted}]" in text, f"section [{dotted}] is not documented"
+            _assert_documented(value, dotted, text)
+        elif isinstance(value, dict):
+            assert f"[{dotted}]" in text, f"[{dotted}] is not documented"
+        else:
+            assert f"\n{key} =" in text, f"{dotted} is not documented"
 
 
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ("[daemon]\npoll_interval_seconds = -1\n", "daemon.poll_interval_seconds: Input should be greater than or equal to 0.1"),
+        (
+            "[daemon]\npoll_interval_seconds = -1\n",
+            "daemon.poll_interval_seconds: Input should be greater than or equal to 0.1",
+        ),
         ("[daemon]\npoll_intervall_seconds = 5\n", "daemon.poll_intervall_seconds: unknown key"),
         ("[exporter]\nport = 70000\n", "exporter.port: Input should be less than or equal to 65535"),
-        ("[exporter]\nport = \"http\"\n", "exporter.port: Input should be a valid integer"),
-        ("[exporter]\nlisten_address = \"localhost\"\n", "exporter.listen_address: Value error, not an IP address"),
-        ("[detect.phantom]\nidle_seconds = 0\n", "detect.phantom.idle_seconds: Input should be greater than 0"),
+        ('[exporter]\nport = "http"\n', "exporter.port: Input should be a valid integer"),
+        (
+            '[exporter]\nlisten_address = "localhost"\n',
+            "exporter.listen_address: Value error, not an IP address",
+        ),
+        (
+            "[detect.phantom]\nidle_seconds = 0\n",
+            "detect.phantom.idle_seconds: Input should be greater than 0",
+        ),
         ("[detect.reconnect_storm]\nmin_new_connections = 1\n", "detect.reconnect_storm.min_new_connections"),
         ("[detect.nonsense]\nenabled = true\n", "detect.nonsense: unknown key"),
-        ("[sysctl]\nmode = \"yes\"\n", "sysctl.mode: Input should be 'off', 'audit' or 'enforce'"),
+        ('[sysctl]\nmode = "yes"\n', "sysctl.mode: Input should be 'off', 'audit' or 'enforce'"),
         ("[daemon\n", "TOML syntax"),
+        ('[sysctl.desired]\n"net.ipv4.../x" = 1\n', "sysctl.desired"),
+        (
+            '[sysctl.desired]\n"net.ipv4.tcp_keepalive_time" = 0\n',
+            "sysctl.desired.net.ipv4.tcp_keepalive_time",
+        ),
+        (
+            '[sysctl.desired]\n"net.ipv4.tcp_keepalive_time" = true\n',
+            "sysctl.desired.net.ipv4.tcp_keepalive_time",
+        ),
     ],
 )
 def test_invalid_configs_are_refused_with_the_field(toml: str, expected: str) -> None:
@@ -64,7 +94,7 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     good = tmp_path / "good.toml"
     good.write_text("[daemon]\npoll_interval_seconds = 5\n")
     bad = tmp_path / "bad.toml"
-    bad.write_text("[exporter]\nport = -3\nlisten_address = \"nope\"\n")
+    bad.write_text('[exporter]\nport = -3\nlisten_address = "nope"\n')
     assert main(["check-config", str(good)]) == 0
     assert main(["check-config", str(bad)]) != 0
     err = capsys.readouterr().err

@@ -20,7 +20,9 @@ class FakeProc:
         if d.exists():
             shutil.rmtree(d)
         (d / "fd").mkdir(parents=True)
-        (d / "stat").write_bytes(f"{pid} ({comm}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0".encode())
+        (d / "stat").write_bytes(
+            f"{pid} ({comm}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0".encode()
+        )
         (d / "cgroup").write_text(cgroup)
         for fd, inode in fds.items():
             self.fd(pid, fd, inode)

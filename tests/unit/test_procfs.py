@@ -48,7 +48,10 @@ def test_socket_inode(link: str, inode: int) -> None:
             + ".scope\n",
             CgroupInfo("cri-containerd-" + "cd" * 32 + ".scope", "cd" * 6),
         ),
-        ("12:cpu,cpuacct:/docker/" + "ef" * 32 + "\n1:name=systemd:/docker/" + "ef" * 32 + "\n", CgroupInfo("", "ef" * 6)),
+        (
+            "12:cpu,cpuacct:/docker/" + "ef" * 32 + "\n1:name=systemd:/docker/" + "ef" * 32 + "\n",
+            CgroupInfo("", "ef" * 6),
+        ),
         ("11:memory:/\n1:name=systemd:/system.slice/sshd.service\n", CgroupInfo("sshd.service", "")),
         ("garbage\n", CgroupInfo("", "")),
     ],

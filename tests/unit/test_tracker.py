@@ -21,8 +21,12 @@ def test_new_connection_after_start_is_opened_and_counted_per_process() -> None:
     t = Tracker()
     t.update(snapshot(0.0, [sock(LISTEN, remote=("0.0.0.0", 0), inode=5)]))
     new = sock(EST, remote=("198.18.0.2", 5000), inode=7)
-    view = t.update(snapshot(10.0, [sock(LISTEN, remote=("0.0.0.0", 0), inode=5), new], {7: owner(42, "api")}))
-    assert [(o.remote_address, o.local_port, o.process, o.pid) for o in view.opened] == [("198.18.0.2", 80, "api", 42)]
+    view = t.update(
+        snapshot(10.0, [sock(LISTEN, remote=("0.0.0.0", 0), inode=5), new], {7: owner(42, "api")})
+    )
+    assert [(o.remote_address, o.local_port, o.process, o.pid) for o in view.opened] == [
+        ("198.18.0.2", 80, "api", 42)
+    ]
     assert view.opened_totals == {"api": 1}
     track = view.track_of(new)
     assert not track.preexisting and track.first_seen == 10.0 and track.first_seen_poll == 2

@@ -1,0 +1,112 @@
+"""Logs each finding once, when it first appears, as one structured line; and detector health changes.
+
+Findings are diffed across polls by `Finding.identity` (kind and socket), so a leak that lasts a day is
+one line, not one per poll; one that is gone for a few polls and then returns is announced again. The
+line goes to the `tcpwatchd.finding` logger with `extra={"tcpwatchd_fields": {...}}`, which the journald
+handler (tcpwatchd/logs.py) turns into journal fields; the message repeats the same facts, hostile
+strings escaped. A host with thousands of new findings at once (every connection without keepalive, at
+start) gets at most `max_per_kind` lines per kind per poll and one line saying how many more there are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from tcpwatchd.detectors.base import Finding, Kind
+from tcpwatchd.report import DETECTOR_OF, Report
+
+FINDING_LOGGER = "tcpwatchd.finding"
+HEALTH_LOGGER = "tcpwatchd.detectors"
+
+Identity = tuple[str, str, str]
+
+
+def journal_fields(f: Finding) -> dict[str, object]:
+    """The structured fields of one finding, named for the journal."""
+    fields: dict[str, object] = {
+        "TCPWATCHD_FINDING": f.kind.value,
+        "TCPWATCHD_PROCESS": f.process,
+        "TCPWATCHD_PID": f.pid,
+        "TCPWATCHD_PEER": f.peer,
+        "TCPWATCHD_AGE_SECONDS": round(f.age_seconds, 1),
+        "TCPWATCHD_SOCKET": f"{f.local} -> {f.remote}",
+    }
+    if f.unit:
+        fields["TCPWATCHD_UNIT"] = f.unit
+    if f.details:
+        fields["TCPWATCHD_DETAILS"] = " ".join(f"{d.key}={d.value}" for d in f.details)
+    return fields
+
+
+class Announcer:
+    """Stateful across polls (when each finding was last seen); one per poller.
+
+    A finding absent for fewer than `forget_after_polls` consecutive polls is the same incident when it
+    returns (a busy socket's keepalive timer is hidden in some polls and visible in others), so it is not
+    announced again; after that it is forgotten, and announced anew if it comes back.
+    """
+
+    def __init__(
+        self, logger: logging.Logger | None = None, max_per_kind: int = 20, forget_after_polls: int = 3
+    ) -> None:
+        self._log = logger or logging.getLogger(FINDING_LOGGER)
+        self._health = logging.getLogger(HEALTH_LOGGER)
+        self._max_per_kind = max_per_kind
+        self._forget_after = forget_after_polls
+        self._poll = 0
+        self._last_seen: dict[Identity, int] = {}
+        self._degraded: set[str] = set()
+        self._failed: set[str] = set()
+
+    def announce(self, report: Report) -> tuple[Finding, ...]:
+        """Log the findings that are new (or back after being forgotten); returns them."""
+        self._poll += 1
+        failed = {run.name for run in report.detectors if not run.ok}
+        new = [f for f in report.findings if f.identity not in self._last_seen]
+        for f in report.findings:
+            self._last_seen[f.identity] = self._poll
+        for identity in list(self._last_seen):
+            # A detector that failed this poll found nothing: its findings are not gone.
+            if DETECTOR_OF[Kind(identity[0])] in failed:
+                self._last_seen[identity] = self._poll
+            elif self._poll - self._last_seen[identity] >= self._forget_after:
+                del self._last_seen[identity]
+        self._log_findings(new)
+        self._log_health(report)
+        return tuple(new)
+
+    def _log_findings(self, new: list[Finding]) -> None:
+        shown: Counter[Kind] = Counter()
+        for f in new:
+            shown[f.kind] += 1
+            if shown[f.kind] <= self._max_per_kind:
+                self._log.warning(
+                    "new finding: %s", f.describe(), extra={"tcpwatchd_fields": journal_fields(f)}
+                )
+        for kind, n in shown.items():
+            if n > self._max_per_kind:
+                self._log.warning(
+                    "%d more new %s findings not logged one by one (see `tcpwatchd snapshot`)",
+                    n - self._max_per_kind,
+                    kind.value,
+                    extra={"tcpwatchd_fields": {"TCPWATCHD_FINDING": kind.value}},
+                )
+
+    def _log_health(self, report: Report) -> None:
+        """Log when a detector starts or stops failing, and starts or stops being degraded."""
+        failed = {run.name: run.error for run in report.detectors if not run.ok}
+        degraded = {run.name: run.degraded for run in report.detectors if run.degraded}
+        for name, error in failed.items():
+            if name not in self._failed:
+                self._health.error("detector %s failed: %s", name, error)
+        for name in self._failed - failed.keys():
+            self._health.info("detector %s is no longer failing", name)
+        for name, why in degraded.items():
+            if name not in self._degraded:
+                self._health.warning("detector %s is degraded: %s", name, why)
+        for name in self._degraded - degraded.keys() - failed.keys():
+            self._health.info("detector %s is no longer degraded", name)
+        self._failed = set(failed)
+        # A failed run says nothing about degradation: remember the state from before it.
+        self._degraded = set(degraded) | (self._degraded & failed.keys())

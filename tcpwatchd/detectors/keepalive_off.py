@@ -1,0 +1,30 @@
+"""Keepalive off: ESTABLISHED connections with no keepalive timer, so a vanished peer is never noticed.
+
+With SO_KEEPALIVE set, an ESTABLISHED socket always has its sk_timer armed as the keepalive timer
+(net/ipv4/tcp_timer.c tcp_keepalive_timer re-arms itself; inet_csk_reset_keepalive_timer). The kernel
+reports one pending timer only, retransmit and zero-window probe before sk_timer (get_tcp4_sock in
+net/ipv4/tcp_ipv4.c, inet_sk_diag_fill in net/ipv4/inet_diag.c; see model.TimerKind). So:
+
+- timer KEEPALIVE: keepalive is on;
+- timer OFF: nothing armed, keepalive is off;
+- timer RETRANSMIT or ZERO_WINDOW_PROBE: a busy socket whose keepalive timer, if any, is hidden: not judged.
+
+Both sources carry the timer kind (`tr` in /proc/net/tcp, idiag_timer in sock_diag), so this detector is
+never degraded.
+"""
+
+from __future__ import annotations
+
+from tcpwatchd.detectors.base import Context, Kind, Outcome, connection_finding, register
+from tcpwatchd.model import TcpState, TimerKind
+from tcpwatchd.tracker import TrackedPoll
+
+
+@register("keepalive_off")
+def detect_keepalive_off(tracked: TrackedPoll, ctx: Context) -> Outcome:
+    findings = []
+    for sock in tracked.snapshot.sockets:
+        if sock.state is TcpState.ESTABLISHED and sock.timer is TimerKind.OFF:
+            age = tracked.now - tracked.track_of(sock).first_seen
+            findings.append(connection_finding(Kind.KEEPALIVE_OFF, tracked, sock, age))
+    return Outcome(findings=tuple(findings))

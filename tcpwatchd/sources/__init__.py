@@ -1,0 +1,114 @@
+"""Where sockets and kernel counters come from, behind one small protocol.
+
+Netlink sock_diag first (fast, and it carries tcp_info); /proc/net/tcp{,6} as the fallback and the
+cross-check. Both see the network namespace of the calling process (for procnet: of `proc_root`, so
+`/proc/<pid>` reads the namespace of that process).
+
+    >>> result = SOCKET_SOURCES["procnet"]().sockets()   # doctest: +SKIP
+    >>> result.source, len(result.sockets), result.skipped_lines
+    ('procnet', 42, 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol
+
+from tcpwatchd.errors import ParseError, SourceUnavailable
+from tcpwatchd.model import Socket
+from tcpwatchd.sources.kstats import read_kstats
+from tcpwatchd.sources.procnet import read_net_tcp
+from tcpwatchd.sources.sockdiag import dump_tcp_sockets
+from tcpwatchd.sources.sockdiag_parse import NetlinkError
+
+__all__ = [
+    "SOCKET_SOURCES",
+    "AutoSource",
+    "NetlinkError",
+    "ParseError",
+    "ProcNetSource",
+    "SockDiagSource",
+    "SocketSource",
+    "SourceResult",
+    "SourceUnavailable",
+    "read_kernel_counters",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceResult:
+    """One poll of a socket source.
+
+    `skipped_lines` counts records that were skipped (lines cut short or malformed in /proc, netlink
+    messages we cannot represent); `notes` says what degraded and why, for the log.
+    """
+
+    source: str  # the source that produced `sockets`: "sockdiag" or "procnet"
+    sockets: tuple[Socket, ...]
+    skipped_lines: int = 0
+    notes: tuple[str, ...] = ()
+
+
+class SocketSource(Protocol):
+    name: str
+
+    def sockets(self) -> SourceResult: ...
+
+
+class SockDiagSource:
+    """Netlink sock_diag, in the caller's network namespace. Raises SourceUnavailable when refused."""
+
+    name = "sockdiag"
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self._timeout = timeout
+
+    def sockets(self) -> SourceResult:
+        dump = dump_tcp_sockets(self._timeout)
+        return SourceResult(self.name, dump.sockets, dump.skipped, dump.notes)
+
+
+class ProcNetSource:
+    """/proc/net/tcp and tcp6 under `proc_root` (`/proc/<pid>` reads that process's namespace)."""
+
+    name = "procnet"
+
+    def __init__(self, proc_root: str = "/proc") -> None:
+        self._proc_root = proc_root
+
+    def sockets(self) -> SourceResult:
+        table = read_net_tcp(self._proc_root)
+        return SourceResult(self.name, table.sockets, table.skipped_lines, table.notes)
+
+
+class AutoSource:
+    """sock_diag, falling back to /proc for the poll when netlink is refused or fails.
+
+    The result's `source` names the one that answered and `notes` says why netlink was not used.
+    """
+
+    name = "auto"
+
+    def __init__(self, proc_root: str = "/proc", primary: SocketSource | None = None) -> None:
+        self._primary = primary or SockDiagSource()
+        self._fallback = ProcNetSource(proc_root)
+
+    def sockets(self) -> SourceResult:
+        try:
+            return self._primary.sockets()
+        except (SourceUnavailable, OSError) as e:
+            result = self._fallback.sockets()
+            note = f"sockdiag failed, used procnet: {e}"
+            return SourceResult(result.source, result.sockets, result.skipped_lines, (note, *result.notes))
+
+
+SOCKET_SOURCES: Mapping[str, Callable[[], SocketSource]] = MappingProxyType(
+    {"sockdiag": SockDiagSource, "procnet": ProcNetSource, "auto": AutoSource}
+)
+
+
+def read_kernel_counters(proc_root: str = "/proc") -> dict[str, int]:
+    """TcpExt/IpExt/Tcp/... counters as {'TcpExt.TCPAbortOnClose': 3, ...}; see sources.kstats."""
+    return read_kstats(proc_root)

@@ -1,0 +1,92 @@
+"""The real tcpwatchd pipeline, polled on command inside a test's network namespace.
+
+    python -m tests.support.detect_driver '{"detect": {...}, "daemon": {"source": "procnet"}}'
+
+Builds a `Poller` from the given config sections, prints `READY`, then on each `poll` line from stdin
+polls once and prints one `REPORT {json}` line: the report's findings, per-process figures, the
+detector gauges as a scrape would render them, the lines the announcer logged, and the sockets seen.
+History accumulates across polls, as in the daemon. Ends at EOF on stdin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+from prometheus_client.core import Metric
+
+from tcpwatchd.config import Config
+from tcpwatchd.detectors.announce import FINDING_LOGGER
+from tcpwatchd.detectors.metrics import detector_metrics
+from tcpwatchd.poller import Poller, PollResult
+
+
+class Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "tcpwatchd_fields", {})
+        self.lines.append({"message": record.getMessage(), "fields": fields})
+
+
+def _gauges(metrics: list[Metric]) -> dict[str, dict[str, float]]:
+    """metric name -> label value (process or detector, '' when unlabelled) -> value."""
+    out: dict[str, dict[str, float]] = {}
+    for m in metrics:
+        for sample in m.samples:
+            label = next(iter(sample.labels.values()), "")
+            out.setdefault(sample.name, {})[label] = sample.value
+    return out
+
+
+def _view(result: PollResult, logged: list[dict[str, Any]]) -> dict[str, Any]:
+    snap, report = result.snapshot, result.report
+    return {
+        "at": snap.monotonic,
+        "source": snap.source,
+        "findings": [f.to_json() for f in report.findings],
+        "processes": {p.process: {k.value: n for k, n in p.counts.items()} for p in report.processes},
+        "degraded": {r.name: r.degraded for r in report.degraded},
+        "failed": {r.name: r.error for r in report.detectors if not r.ok},
+        "metrics": _gauges(detector_metrics(report)),
+        "logged": logged,
+        "counters": dict(snap.kernel_counters),
+        "sockets": [
+            {
+                "local": s.local,
+                "remote": s.remote,
+                "state": s.state.label,
+                "timer": s.timer.name,
+                "rqueue": s.rqueue,
+                "process": (snap.owner_of(s).name if snap.owner_of(s) else ""),  # type: ignore[union-attr]
+            }
+            for s in snap.sockets
+        ],
+    }
+
+
+def main() -> None:
+    overrides = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    cfg = Config.model_validate(overrides)
+    captured = Captured()
+    finding_log = logging.getLogger(FINDING_LOGGER)
+    finding_log.addHandler(captured)
+    finding_log.setLevel(logging.INFO)
+    finding_log.propagate = False
+    poller = Poller(cfg)
+    print("READY", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "poll":
+            continue
+        result = poller.poll()
+        view = _view(result, captured.lines)
+        captured.lines = []
+        print("REPORT " + json.dumps(view, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    main()

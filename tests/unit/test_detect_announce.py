@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tcpwatchd.config import DetectConfig
+from tcpwatchd.detectors import Context, Finding, Kind, Outcome, Registered
+from tcpwatchd.detectors.announce import FINDING_LOGGER, HEALTH_LOGGER, Announcer
+from tcpwatchd.model import TcpState, TimerKind
+from tcpwatchd.report import Report, build_report
+from tcpwatchd.tracker import TrackedPoll
+from tests.support.detect_snapshots import Scenario, conn, detect_config, owner
+
+CFG = detect_config(close_wait={"min_age_seconds": 10})
+
+
+def _records(caplog: pytest.LogCaptureFixture, logger: str = FINDING_LOGGER) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == logger]
+
+
+def test_a_finding_is_logged_once_while_it_lasts_and_again_when_it_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    sc, ann = Scenario(), Announcer()
+    app = owner("app", 42, unit="app.service")
+    cw = conn("198.18.0.2", 40001, state=TcpState.CLOSE_WAIT, rqueue=1)
+    est = conn("198.18.0.2", 40001)
+    timeline = [(0, cw), (20, cw), (30, cw), (40, cw), (50, est), (60, est), (70, est), (80, cw), (100, cw)]
+    logged_at = []
+    for t, sock in timeline:
+        new = ann.announce(sc.report(t, [sock], {sock: app}, CFG))
+        logged_at += [t for f in new if f.kind is Kind.CLOSE_WAIT]
+    # Crossed 10 s at 20; gone for three polls from 50 (forgotten); back in CLOSE_WAIT at 80, 20 s old at 100.
+    assert logged_at == [20, 100]
+    records = [r for r in _records(caplog) if "close_wait" in r.getMessage()]
+    assert len(records) == 2
+    fields = records[0].tcpwatchd_fields  # type: ignore[attr-defined]
+    assert fields == {
+        "TCPWATCHD_FINDING": "close_wait",
+        "TCPWATCHD_PROCESS": "app",
+        "TCPWATCHD_PID": 42,
+        "TCPWATCHD_PEER": "198.18.0.2",
+        "TCPWATCHD_AGE_SECONDS": 20.0,
+        "TCPWATCHD_SOCKET": "198.18.0.1:8080 -> 198.18.0.2:40001",
+        "TCPWATCHD_UNIT": "app.service",
+        "TCPWATCHD_DETAILS": "age_is_lower_bound=yes",  # in CLOSE_WAIT since tcpwatchd's first poll
+    }
+    assert records[0].levelno == logging.WARNING
+    message = records[0].getMessage()
+    for fact in (
+        "close_wait",
+        "process='app'",
+        "pid=42",
+        "peer=198.18.0.2",
+        "age=20.0s",
+        "198.18.0.1:8080 -> ",
+    ):
+        assert fact in message
+
+
+@pytest.mark.parametrize(
+    ("present", "announced_at"),
+    [
+        ([1, 1, 0, 1, 0, 0, 1], [0]),  # flapping (a busy socket's timer hides keepalive now and then)
+        ([1, 0, 0, 0, 1], [0, 4]),  # gone for three polls: forgotten, then announced anew
+        ([0, 1, 1, 1], [1]),
+    ],
+)
+def test_a_finding_that_flaps_is_one_incident(present: list[int], announced_at: list[int]) -> None:
+    sc, ann = Scenario(), Announcer(forget_after_polls=3)
+    app = owner("app", 42)
+    off, busy = conn(), conn(timer=TimerKind.RETRANSMIT)
+    got = []
+    for i, shown in enumerate(present):
+        sock = off if shown else busy
+        if ann.announce(sc.report(i, [sock], {sock: app})):
+            got.append(i)
+    assert got == announced_at
+
+
+def test_a_hostile_process_name_stays_on_one_escaped_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    evil = owner("x\nFAKE: root login\x1b[2J", 7)
+    sock = conn()
+    Announcer().announce(Scenario().report(0, [sock], {sock: evil}))
+    [record] = [r for r in _records(caplog) if "keepalive_off" in r.getMessage()]
+    assert "\n" not in record.getMessage() and "\x1b" not in record.getMessage()
+    assert "process='x\\nFAKE: root login\\x1b[2J'" in record.getMessage()
+    assert record.tcpwatchd_fields["TCPWATCHD_PROCESS"] == "x\nFAKE: root login\x1b[2J"  # type: ignore[attr-defined]
+
+
+def test_many_new_findings_at_once_are_capped_per_kind(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    socks = [conn(remote_port=40000 + i) for i in range(30)]
+    new = Announcer(max_per_kind=5).announce(Scenario().report(0, socks, dict.fromkeys(socks, owner())))
+    assert len([f for f in new if f.kind is Kind.KEEPALIVE_OFF]) == 30
+    messages = [r.getMessage() for r in _records(caplog)]
+    assert len([m for m in messages if m.startswith("new finding: keepalive_off")]) == 5
+    assert "25 more new keepalive_off findings not logged one by one (see `tcpwatchd snapshot`)" in messages
+
+
+def _report(tracked: TrackedPoll, run: Registered) -> Report:
+    return build_report(tracked, DetectConfig(), None, [run])
+
+
+def _finding(tracked: TrackedPoll, ctx: Context) -> Outcome:
+    f = Finding(Kind.KEEPALIVE_OFF, "app", 1, "", "198.18.0.1:80", "198.18.0.2:1", "198.18.0.2", 1.0)
+    return Outcome(findings=(f,), degraded="half blind")
+
+
+def _raises(tracked: TrackedPoll, ctx: Context) -> Outcome:
+    raise RuntimeError("boom")
+
+
+def _clean(tracked: TrackedPoll, ctx: Context) -> Outcome:
+    return Outcome()
+
+
+def test_detector_health_changes_are_logged_once_and_a_failure_does_not_reannounce(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    sc, ann = Scenario(), Announcer()
+    tracked = sc.poll(0, [], {})
+    runs = [_finding, _finding, _raises, _raises, _finding, _clean]
+    announced = [len(ann.announce(_report(tracked, Registered("keepalive_off", fn, True)))) for fn in runs]
+    assert announced == [1, 0, 0, 0, 0, 0]
+    health = [r.getMessage() for r in _records(caplog, HEALTH_LOGGER)]
+    assert health == [
+        "detector keepalive_off is degraded: half blind",
+        "detector keepalive_off failed: RuntimeError: boom",
+        "detector keepalive_off is no longer failing",
+        "detector keepalive_off is no longer degraded",
+    ]

@@ -1,0 +1,234 @@
+"""The sock_diag decoder on recorded dumps (tests/fixtures/record_netlink.py) and hand-made messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import socket
+import struct
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tcpwatchd.errors import ParseError
+from tcpwatchd.model import Family, Socket, TcpInfo, TcpState, TimerKind
+from tcpwatchd.sources.procnet import read_net_tcp
+from tcpwatchd.sources.sockdiag import request_bytes
+from tcpwatchd.sources.sockdiag_parse import (
+    NLMSGHDR,
+    DecodeCache,
+    NetlinkError,
+    decode_into,
+    frozen_builder,
+    parse_sockdiag,
+)
+from tests.support.population_sources import EXPECTED, KEEPALIVE_OFF, KEEPALIVE_ON
+
+NETLINK = Path(__file__).resolve().parents[1] / "fixtures" / "netlink"
+POPULATION_PROC = NETLINK.parent / "proc" / "population"
+# The recording ran the population with --persist: a receiver that never reads, and a closed sender.
+PERSIST = (
+    ("LISTEN", "127.0.0.1:5007", "0.0.0.0:0", 0),
+    ("ESTABLISHED", "127.0.0.1:5007", "127.0.0.1:6012", 4096),
+    ("FIN_WAIT1", "127.0.0.1:6012", "127.0.0.1:5007", 0),
+)
+
+
+def load(name: str) -> bytes:
+    return (NETLINK / name).read_bytes()
+
+
+def population() -> tuple[Socket, ...]:
+    v4, v6 = parse_sockdiag(load("population_inet4.bin")), parse_sockdiag(load("population_inet6.bin"))
+    assert v4.done and v6.done
+    return v4.sockets + v6.sockets
+
+
+def by_endpoints(sockets: tuple[Socket, ...]) -> dict[tuple[str, str], Socket]:
+    return {(s.local, s.remote): s for s in sockets}
+
+
+def summary(sockets: tuple[Socket, ...]) -> Counter[tuple[str, str, str, int]]:
+    return Counter((s.state.name, s.local, s.remote, s.rqueue) for s in sockets)
+
+
+def test_recorded_population_decodes_to_the_known_sockets() -> None:
+    assert summary(population()) == Counter(EXPECTED + PERSIST)
+
+
+def test_every_message_of_the_recording_is_a_socket() -> None:
+    for name in ("population_inet4.bin", "population_inet6.bin"):
+        parsed = parse_sockdiag(load(name))
+        assert (parsed.skipped, parsed.interrupted) == (0, False)
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "family", "timer", "has_info", "has_inode"),
+    [
+        (*KEEPALIVE_ON, Family.INET, TimerKind.KEEPALIVE, True, True),
+        (*KEEPALIVE_OFF, Family.INET, TimerKind.OFF, True, True),
+        ("127.0.0.1:5001", "127.0.0.1:6005", Family.INET, TimerKind.TIME_WAIT, False, False),
+        (
+            "127.0.0.1:6003",
+            "127.0.0.1:5001",
+            Family.INET,
+            TimerKind.TIME_WAIT,
+            False,
+            False,
+        ),  # orphan FIN_WAIT2
+        ("127.0.0.1:6004", "127.0.0.1:5001", Family.INET, TimerKind.OFF, True, True),  # FIN_WAIT2 with a file
+        ("127.0.0.1:5002", "127.0.0.1:6007", Family.INET, TimerKind.RETRANSMIT, False, False),  # request sock
+        ("127.0.0.1:6009", "127.0.0.1:5003", Family.INET, TimerKind.RETRANSMIT, True, True),  # SYN_SENT
+        ("127.0.0.1:5001", "127.0.0.1:6006", Family.INET, TimerKind.OFF, True, False),  # never accepted
+        ("127.0.0.1:6012", "127.0.0.1:5007", Family.INET, TimerKind.ZERO_WINDOW_PROBE, True, False),
+        ("127.0.0.1:5001", "0.0.0.0:0", Family.INET, TimerKind.OFF, True, True),
+        ("[::1]:6010", "[::1]:5004", Family.INET6, TimerKind.OFF, True, True),
+        ("[::ffff:127.0.0.1]:5005", "[::ffff:127.0.0.1]:6011", Family.INET6, TimerKind.OFF, True, True),
+    ],
+)
+def test_socket_details(
+    local: str, remote: str, family: Family, timer: TimerKind, has_info: bool, has_inode: bool
+) -> None:
+    sock = by_endpoints(population())[(local, remote)]
+    assert sock.family is family
+    assert sock.timer is timer
+    assert (sock.tcp_info is not None) == has_info
+    assert (sock.inode != 0) == has_inode
+
+
+def test_timer_expiry_is_in_milliseconds() -> None:
+    sockets = by_endpoints(population())
+    assert 590_000 < sockets[KEEPALIVE_ON].timer_expires_ms <= 600_000  # TCP_KEEPIDLE 600 s
+    assert 50_000 < sockets[("127.0.0.1:5001", "127.0.0.1:6005")].timer_expires_ms <= 60_000  # TIME_WAIT
+    assert sockets[KEEPALIVE_OFF].timer_expires_ms == 0
+
+
+def test_listener_queues_are_backlog_and_its_maximum() -> None:
+    sockets = by_endpoints(population())
+    listener = sockets[("127.0.0.1:5001", "0.0.0.0:0")]
+    assert (listener.rqueue, listener.wqueue) == (1, 16)  # one connection never accepted; listen(16)
+    assert sockets[("127.0.0.1:6012", "127.0.0.1:5007")].wqueue > 100_000  # the unsent data behind the FIN
+
+
+def test_tcp_info_of_an_idle_loopback_connection() -> None:
+    info = by_endpoints(population())[KEEPALIVE_ON].tcp_info
+    assert info is not None
+    assert info.rto_us >= 200_000  # TCP_RTO_MIN (include/net/tcp.h)
+    assert 0 < info.rtt_us < 200_000
+    assert (info.retransmits, info.probes, info.backoff, info.unacked, info.total_retrans) == (0, 0, 0, 0, 0)
+    assert info.last_data_recv_ms > 0 and info.last_ack_recv_ms > 0
+
+
+def test_cookies_are_unique_and_uids_are_root() -> None:
+    sockets = population()
+    cookies = [s.cookie for s in sockets]
+    assert None not in cookies and 0 not in cookies
+    assert len(set(cookies)) == len(cookies)
+    assert {s.uid for s in sockets} == {0}
+
+
+def test_decoding_buffer_by_buffer_with_one_cache_equals_decoding_each_message_alone() -> None:
+    data = load("population_inet4.bin")
+    messages = list(_split_messages(data))
+    shared: list[Socket] = []
+    cache = DecodeCache()
+    for message in messages:
+        decode_into(message, shared, cache)
+    alone: list[Socket] = []
+    for message in messages:
+        decode_into(message, alone, DecodeCache())
+    assert shared == alone == list(parse_sockdiag(data).sockets)
+
+
+def test_a_short_tcp_info_attribute_gives_no_tcp_info() -> None:
+    parsed = parse_sockdiag(load("tcp_info_truncated.bin"))
+    assert parsed.done and parsed.skipped == 0
+    assert [s.tcp_info for s in parsed.sockets] == [None, None]
+    assert {s.state for s in parsed.sockets} == {TcpState.ESTABLISHED}
+    assert parsed.sockets[0].local_address == "127.0.0.1"
+
+
+def test_a_short_diag_message_is_skipped_and_counted() -> None:
+    parsed = parse_sockdiag(load("diag_msg_short.bin"))
+    assert (parsed.sockets, parsed.skipped, parsed.done) == ((), 1, True)
+
+
+@pytest.mark.parametrize(
+    ("name", "err"), [("error_enoent.bin", errno.ENOENT), ("done_ebusy.bin", errno.EBUSY)]
+)
+def test_error_replies_raise_netlink_error(name: str, err: int) -> None:
+    with pytest.raises(NetlinkError) as caught:
+        parse_sockdiag(load(name))
+    assert caught.value.errno == err
+    assert isinstance(caught.value, OSError)
+
+
+def test_a_clean_done_ends_the_dump() -> None:
+    assert parse_sockdiag(load("done_ok.bin")).done
+
+
+def test_a_buffer_without_done_is_not_finished() -> None:
+    data = load("population_inet6.bin")
+    last = list(_split_messages(data))[:-1]
+    parsed = parse_sockdiag(b"".join(last))
+    assert not parsed.done and len(parsed.sockets) == len(last)
+
+
+@pytest.mark.parametrize("cut", [100, 16 + 50, 200])
+def test_a_message_longer_than_the_buffer_is_a_parse_error(cut: int) -> None:
+    with pytest.raises(ParseError, match="message length"):
+        parse_sockdiag(load("population_inet4.bin")[:cut])
+
+
+def test_unknown_state_is_skipped_and_counted() -> None:
+    message = bytearray(_split_messages(load("population_inet4.bin"))[0])
+    message[16 + 1] = 13  # idiag_state: no such TCP state
+    parsed = parse_sockdiag(bytes(message) + load("done_ok.bin"))
+    assert (parsed.sockets, parsed.skipped) == ((), 1)
+
+
+def test_the_dump_request_layout() -> None:
+    req = request_bytes(socket.AF_INET6, 7)
+    assert NLMSGHDR.unpack_from(req) == (72, 20, 0x301, 7, 0)  # SOCK_DIAG_BY_FAMILY, REQUEST | DUMP
+    family, protocol, ext, states = struct.unpack_from("=BBBxI", req, 16)
+    assert (family, protocol, ext, states) == (socket.AF_INET6, socket.IPPROTO_TCP, 1 << 1, 0xFFFFFFFF)
+    assert req[24:] == bytes(48)
+
+
+def test_decoded_sockets_are_ordinary_frozen_model_objects() -> None:
+    sock = by_endpoints(population())[KEEPALIVE_ON]
+    rebuilt = Socket(**{f.name: getattr(sock, f.name) for f in dataclasses.fields(Socket)})
+    assert type(sock) is Socket and sock == rebuilt and hash(sock) == hash(rebuilt)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sock.rqueue = 5  # type: ignore[misc]
+    assert sock.tcp_info is not None and type(sock.tcp_info) is TcpInfo
+
+
+def test_frozen_builder_refuses_a_class_without_slots() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Plain:
+        a: int
+
+    with pytest.raises(TypeError):
+        frozen_builder(Plain)
+
+
+def test_recorded_netlink_and_proc_agree() -> None:
+    """Recorded a moment apart from the same namespace: same sockets, queues, inodes and timer kinds."""
+    proc = read_net_tcp(str(POPULATION_PROC))
+    assert proc.skipped_lines == 0
+
+    def key(s: Socket) -> tuple[object, ...]:
+        return (s.family, s.state, s.local, s.remote, s.rqueue, s.inode, s.timer)
+
+    assert Counter(map(key, population())) == Counter(map(key, proc.sockets))
+
+
+def _split_messages(data: bytes) -> list[bytes]:
+    out, off = [], 0
+    while off + 16 <= len(data):
+        (mlen,) = struct.unpack_from("=I", data, off)
+        out.append(data[off : off + mlen])
+        off += (mlen + 3) & ~3
+    return out
