@@ -91,6 +91,7 @@ def detect_unresponsive_peer(tracked: TrackedPoll, ctx: Context) -> Outcome:
         details = [Detail("retransmits", retransmits), Detail("kernel_gives_up_after_seconds", budget)]
         if elapsed is not None:
             details.append(Detail("kernel_gives_up_in_seconds", round(max(0.0, budget - elapsed), 1)))
-        age = elapsed if elapsed is not None else tracked.now - tracked.track_of(sock).state_since
+        # Without tcp_info (the /proc fallback) when retransmission began is unknown: age 0, no guess.
+        age = elapsed if elapsed is not None else 0.0
         findings.append(connection_finding(Kind.UNRESPONSIVE_PEER, tracked, sock, age, tuple(details)))
     return Outcome(findings=tuple(findings))

@@ -20,6 +20,7 @@ from prometheus_client.core import Metric
 from tcpwatchd.config import Config
 from tcpwatchd.detectors.announce import FINDING_LOGGER
 from tcpwatchd.detectors.metrics import detector_metrics
+from tcpwatchd.model import Snapshot, Socket
 from tcpwatchd.poller import Poller, PollResult
 
 
@@ -43,6 +44,11 @@ def _gauges(metrics: list[Metric]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _process(snap: Snapshot, sock: Socket) -> str:
+    owner = snap.owner_of(sock)
+    return owner.name if owner else ""
+
+
 def _view(result: PollResult, logged: list[dict[str, Any]]) -> dict[str, Any]:
     snap, report = result.snapshot, result.report
     return {
@@ -62,7 +68,7 @@ def _view(result: PollResult, logged: list[dict[str, Any]]) -> dict[str, Any]:
                 "state": s.state.label,
                 "timer": s.timer.name,
                 "rqueue": s.rqueue,
-                "process": (snap.owner_of(s).name if snap.owner_of(s) else ""),  # type: ignore[union-attr]
+                "process": _process(snap, s),
             }
             for s in snap.sockets
         ],

@@ -30,7 +30,9 @@ class Poll:
         return {f["remote"] for f in self.findings(kind, process)}
 
     def gauge(self, metric: str, label: str) -> float | None:
-        return self.raw["metrics"].get(metric, {}).get(label)
+        """The sample's value; None when the series is absent."""
+        value = self.raw["metrics"].get(metric, {}).get(label)
+        return None if value is None else float(value)
 
     def sockets(self, process: str) -> list[dict[str, Any]]:
         return [s for s in self.raw["sockets"] if s["process"] == process]

@@ -48,7 +48,9 @@ class NetNS:
         # Deleting can fail while killed children are still releasing the namespace: retry, bounded.
         deadline = time.monotonic() + 10
         while True:
-            gone = subprocess.run(["ip", "netns", "del", self.name], capture_output=True, text=True, timeout=20)
+            gone = subprocess.run(
+                ["ip", "netns", "del", self.name], capture_output=True, text=True, timeout=20
+            )
             if gone.returncode == 0 or "No such file" in gone.stderr or time.monotonic() > deadline:
                 return
             time.sleep(0.1)

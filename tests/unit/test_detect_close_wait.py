@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tcpwatchd.detectors import Kind
-from tcpwatchd.model import TcpState
+from tcpwatchd.model import Socket, TcpState
 from tests.support.detect_snapshots import Scenario, conn, detect_config, owner
 
 CFG = detect_config(close_wait={"min_age_seconds": 30})
@@ -11,7 +11,7 @@ LEAKY = owner("leaky", 10)
 PROMPT = owner("prompt", 20)
 
 
-def _cw(remote_port: int) -> object:
+def _cw(remote_port: int) -> Socket:
     return conn(remote_port=remote_port, state=TcpState.CLOSE_WAIT, rqueue=1)
 
 

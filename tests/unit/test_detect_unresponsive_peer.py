@@ -93,6 +93,7 @@ def test_from_the_proc_fallback_the_give_up_estimate_is_left_out_not_guessed() -
     report = Scenario(source="procnet").report(0, [sock], {sock: APP}, CFG)
     [f] = report.of_kind(Kind.UNRESPONSIVE_PEER)
     assert f.detail("kernel_gives_up_in_seconds") is None
+    assert f.age_seconds == 0.0
     assert f.detail("kernel_gives_up_after_seconds") == pytest.approx(924.6)
 
 
