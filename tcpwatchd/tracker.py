@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from tcpwatchd.model import Owner, Snapshot, Socket, TcpState, unread_bytes
@@ -109,6 +109,8 @@ class Tracker:
                 if not first and sock.state not in _NOT_A_CONNECTION:
                     opened.append(_opened(snap, sock, key, now, poll))
             new[key] = track
+        if any(not o.pid for o in opened):
+            opened = _attribute_to_listeners(snap, opened)
         closed = sum(1 for key in old if key not in new)
         self._tracks = new
         self._remember(opened, now)
@@ -181,3 +183,19 @@ def _opened(snap: Snapshot, sock: Socket, key: ConnKey, now: float, poll: int) -
         process=owner.name if owner else "",
         pid=owner.pid if owner else 0,
     )
+
+
+def _attribute_to_listeners(snap: Snapshot, opened: list[Opened]) -> list[Opened]:
+    """Count an opening no process holds yet (still in the accept queue, or already TIME_WAIT on the
+    server side) under the process listening on its local port: that is who the peer connected to."""
+    listeners: dict[int, Owner] = {}
+    for sock in snap.sockets:
+        if sock.state is TcpState.LISTEN:
+            owner = snap.owner_of(sock)
+            if owner is not None:
+                listeners.setdefault(sock.local_port, owner)
+    out = []
+    for o in opened:
+        owner = listeners.get(o.local_port) if not o.pid else None
+        out.append(replace(o, process=owner.name, pid=owner.pid) if owner else o)
+    return out

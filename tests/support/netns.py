@@ -100,8 +100,13 @@ def wait_line(child: subprocess.Popen[str], expect: str, timeout: float = 20) ->
                 return line.rstrip("\n")
     finally:
         sel.close()
-    stop(child)
+    # Kill first (by pid), read what it said, then release its streams.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=5)
     err = child.stderr.read() if child.stderr else ""
+    stop(child)
     raise AssertionError(f"child never printed {expect!r} within {timeout}s; stderr:\n{err}")
 
 

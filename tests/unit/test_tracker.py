@@ -99,3 +99,15 @@ def test_listeners_sharing_an_address_are_distinct() -> None:
     any_ = ("0.0.0.0", 0)
     view = t.update(snapshot(0.0, [sock(LISTEN, remote=any_, inode=1), sock(LISTEN, remote=any_, inode=2)]))
     assert len(view.tracks) == 2
+
+
+def test_unowned_opening_counts_under_the_listener_of_its_port() -> None:
+    """Not yet accepted (inode 0): the peer connected to whoever listens on the port."""
+    t = Tracker()
+    listen = sock(LISTEN, remote=("0.0.0.0", 0), inode=5)
+    t.update(snapshot(0.0, [listen], {5: owner(7, "api")}))
+    pending = sock(EST, remote=("198.18.0.2", 5000), inode=0)
+    client = sock(EST, local=("127.0.0.1", 41000), remote=("127.0.0.1", 9999), inode=0)
+    view = t.update(snapshot(10.0, [listen, pending, client], {5: owner(7, "api")}))
+    assert sorted((o.process, o.pid) for o in view.opened) == [("", 0), ("api", 7)]
+    assert view.opened_totals == {"api": 1, "": 1}
