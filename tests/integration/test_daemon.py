@@ -184,3 +184,34 @@ def test_port_in_use_is_a_clear_error(ns: NetNS, tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "cannot serve metrics on 127.0.0.1:9814" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_enforce_mode_reapplies_drift_in_its_namespace(ns: NetNS, tmp_path: Path) -> None:
+    """The daemon writes the policy at start and again when something changes it behind its back."""
+    key = "net.ipv4.tcp_keepalive_time"
+    compliant = ("tcpwatchd_sysctl_compliant", (("name", key),))
+    value = ("tcpwatchd_sysctl_value", (("name", key),))
+    assert ns.run("sysctl", "-n", key).stdout.strip() == "7200"  # a fresh namespace has the kernel default
+    cfg = tmp_path / "enforce.toml"
+    cfg.write_text(
+        '[daemon]\npoll_interval_seconds = 0.5\n[sysctl]\nmode = "enforce"\n'
+        f'[sysctl.desired]\n"{key}" = 600\n'
+    )
+    daemon = start(ns, cfg)
+    try:
+        wait_until(lambda: _serves(ns, PORT), timeout=30, what="metrics")
+        wait_until(lambda: samples(scrape(ns)).get(compliant) == 1, timeout=10, what="compliance")
+        assert ns.run("sysctl", "-n", key).stdout.strip() == "600"
+        ns.run("sysctl", "-w", f"{key}=7300")  # someone else changes it
+        wait_until(
+            lambda: ns.run("sysctl", "-n", key).stdout.strip() == "600", timeout=10, what="re-enforcement"
+        )
+        got = samples(scrape(ns))
+        assert got[compliant] == 1 and got[value] == 600
+        assert got[("tcpwatchd_sysctl_writes_total", (("name", key),))] == 2
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=15) == 0
+        err = daemon.stderr.read() if daemon.stderr else ""
+        assert "7300" in err and "600" in err  # every write is logged with the old and the new value
+    finally:
+        stop(daemon)
