@@ -44,8 +44,12 @@ def _history_seconds(cfg: Config) -> float:
 
 
 class Poller:
-    def __init__(self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None) -> None:
+    def __init__(
+        self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None, announce: bool = True
+    ) -> None:
+        """`announce=False` keeps new findings out of the log (the snapshot CLI prints them itself)."""
         self._proc_root = proc_root
+        self._announce = announce
         self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock)
         self._tracker = Tracker(history_seconds=_history_seconds(cfg))
         self._announcer = Announcer()
@@ -70,7 +74,8 @@ class Poller:
         sysctl, status = self._sysctl()
         values = sysctl.values() if sysctl is not None else None
         report = build_report(tracked, self._cfg.detect, values)
-        self._announcer.announce(report)
+        if self._announce:
+            self._announcer.announce(report)
         return PollResult(
             tracked=tracked,
             report=report,

@@ -7,6 +7,7 @@ Each source is timed and its success recorded; one failing source never fails th
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -107,10 +108,16 @@ class SnapshotTaker:
     def _note_partial(self, stats: AttributionStats) -> None:
         if stats.partial and "partial" not in self._warned:
             self._warned.add("partial")
+            hint = (
+                "even as root: they live in another user namespace or an LSM forbids it"
+                if os.geteuid() == 0
+                else "run as root or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+            )
             log.warning(
-                "attribution is partial: %d processes' fd tables are not readable (run as root or grant "
-                'CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH); their sockets count under process=""',
+                "attribution is partial: %d processes' fd tables are not readable (%s); "
+                'their sockets count under process=""',
                 stats.processes_denied,
+                hint,
             )
         elif not stats.partial and "partial" in self._warned:
             self._warned.discard("partial")

@@ -43,7 +43,7 @@ def process_rows(snap: Snapshot) -> list[ProcessRow]:
 
 def snapshot_command(cfg: Config, as_json: bool, interval: float = 0.0, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    poller = Poller(cfg)
+    poller = Poller(cfg, announce=False)
     result = poller.poll()
     if interval > 0:
         time.sleep(interval)
@@ -105,7 +105,11 @@ def render_table(result: PollResult) -> str:
     lines.append(
         f"{len(snap.sockets)} sockets via {snap.source}, {len(rows)} owners, "
         f"poll {result.duration_seconds * 1000:.0f} ms"
-        + (" (attribution partial: run as root)" if snap.attribution.partial else "")
+        + (
+            f" (attribution partial: {snap.attribution.processes_denied} processes unreadable)"
+            if snap.attribution.partial
+            else ""
+        )
     )
     lines += _findings_lines(result)
     return "\n".join(lines) + "\n"
