@@ -15,40 +15,21 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import IO, Any
 
 from nsutil import Namespace
 from population import Spec, build
+from tables import Part, Point, render, render_breakdown
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 EXPORTER_PORT = 9100
 METHODS = ("tcpwatchd", "ss", "psutil", "scrape")
-# Targets (issue 2): cold <= 0.2 x ss -tanpoi and <= 0.4 x psutil; steady <= node_exporter tcpstat scrape.
-COLD_VS_SS, COLD_VS_PSUTIL, STEADY_VS_SCRAPE = 0.2, 0.4, 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    spec: Spec
-    rounds: int
-    build_seconds: float
-    sockets: int  # what `ss -tanH` counted before measuring
-    seen: int  # what tcpwatchd's cold poll returned
-    cold: float
-    steady: float
-    ss: float
-    psutil: float
-    scrape: float
-    rss_mb: float
-
-    @property
-    def rss_target_mb(self) -> float:
-        return 50.0 if self.spec.connections <= 1000 else 150.0
+SERIES = ("cold", "steady", "ss", "psutil", "scrape", "rss", "seen", "findings", "gc")
 
 
 def _median(values: list[float]) -> float:
@@ -62,73 +43,82 @@ def _worker(ns: Namespace, method: str, timeout: float) -> dict[str, Any]:
     return result
 
 
-def _rounds(ns: Namespace, rounds: int, methods: tuple[str, ...], timeout: float) -> dict[str, list[float]]:
-    """Every method once per round, in a rotating order; `seen` is the socket count tcpwatchd returned."""
-    got: dict[str, list[float]] = {k: [] for k in ("cold", "steady", "ss", "psutil", "scrape", "rss", "seen")}
-    for r in range(rounds):
-        order = methods[r % len(methods) :] + methods[: r % len(methods)]
-        for method in order:
-            res = _worker(ns, method, timeout)
-            if method == "tcpwatchd":
-                got["cold"].append(res["cold"])
-                got["steady"].append(_median(res["steady"]))
-                got["rss"].append(res["rss_kb"] / 1024)
-                got["seen"].append(res["sockets"])
-            else:
-                got[method].append(res["seconds"])
-        _say(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in got.items() if v))
-    return got
+class Rounds:
+    """The samples of one matrix point: every method once per round, in a rotating order."""
+
+    def __init__(self) -> None:
+        self.series: dict[str, list[float]] = {name: [] for name in SERIES}
+        self.parts: dict[str, list[float]] = {}
+
+    def run(self, ns: Namespace, rounds: int, methods: tuple[str, ...], timeout: float) -> None:
+        for r in range(rounds):
+            for method in methods[r % len(methods) :] + methods[: r % len(methods)]:
+                self._add(method, _worker(ns, method, timeout))
+            latest = ", ".join(f"{k} {v[-1]:.3f}" for k, v in self.series.items() if v)
+            _say(f"  round {r + 1}/{rounds}: {latest}")
+
+    def _add(self, method: str, res: dict[str, Any]) -> None:
+        if method != "tcpwatchd":
+            self.series[method].append(res["seconds"])
+            return
+        for name, value in (
+            ("cold", res["cold"]),
+            ("steady", _median(res["steady"])),
+            ("rss", res["rss_kb"] / 1024),
+            ("seen", res["sockets"]),
+            ("findings", res["findings"]),
+            ("gc", res["gc_steady"]),
+        ):
+            self.series[name].append(value)
+        for name, seconds in res["steady_parts"].items():
+            self.parts.setdefault(name, []).append(seconds)
+
+    def point(self, spec: Spec, rounds: int, build_seconds: float, sockets: int) -> Point:
+        m = {name: _median(values) for name, values in self.series.items()}
+        return Point(
+            spec=spec,
+            rounds=rounds,
+            build_seconds=build_seconds,
+            sockets=sockets,
+            seen=int(m["seen"]) if self.series["seen"] else 0,
+            cold=m["cold"],
+            steady=m["steady"],
+            ss=m["ss"],
+            psutil=m["psutil"],
+            scrape=m["scrape"],
+            rss_mb=max(self.series["rss"], default=float("nan")),
+            findings=int(m["findings"]) if self.series["findings"] else 0,
+            gc_steady=m["gc"],
+            parts=tuple(Part(name, _median(values)) for name, values in sorted(self.parts.items())),
+        )
 
 
 def run_point(spec: Spec, rounds: int, methods: tuple[str, ...], log: IO[str], profile: str | None) -> Point:
     _say(f"== {spec.connections} connections, {spec.processes} processes ({spec.expected_sockets} sockets)")
     lifetime = 1800.0  # children exit by themselves after this, whatever happens to the driver
+    samples = Rounds()
     with Namespace(log) as ns:
         # Before the population: a listener's port is never handed out as an ephemeral port.
         exporter_argv = ["--collector.disable-defaults", "--collector.tcpstat"]
         ns.spawn(NODE_EXPORTER, *exporter_argv, f"--web.listen-address=127.0.0.1:{EXPORTER_PORT}")
-        pop = build(ns, spec, lifetime)
+        pop = build(ns, spec, lifetime, others=1)
         _say(f"  built in {pop.build_seconds:.1f} s; ss -tanH counts {pop.sockets_seen} sockets")
         ns.python("poll_worker.py", "scrape", str(EXPORTER_PORT), "--warmup", "30", timeout=120)
-        got = _rounds(ns, rounds, methods, timeout=900)
+        samples.run(ns, rounds, methods, timeout=900)
         if profile:
             prefix = os.path.join(profile, f"profile-{spec.connections}-{spec.processes}")
             ns.python("poll_worker.py", "tcpwatchd", "--profile", prefix, timeout=900)
             _say(f"  cProfile of one cold and one steady poll: {prefix}-cold.txt, {prefix}-steady.txt")
-    return Point(
-        spec=spec,
-        rounds=rounds,
-        build_seconds=pop.build_seconds,
-        sockets=pop.sockets_seen,
-        seen=int(got["seen"][0]) if got["seen"] else 0,
-        cold=_median(got["cold"]),
-        steady=_median(got["steady"]),
-        ss=_median(got["ss"]),
-        psutil=_median(got["psutil"]),
-        scrape=_median(got["scrape"]),
-        rss_mb=max(got["rss"], default=float("nan")),
-    )
+    return samples.point(spec, rounds, pop.build_seconds, pop.sockets_seen)
 
 
-def _mark(value: float, limit: float) -> str:
-    return f"{value:.2f} {'ok' if value <= limit else 'over'}"
+def _machine() -> str:
+    cpus = os.cpu_count()
+    return f"kernel {os.uname().release}, {cpus} CPUs, Python {sys.version.split()[0]}"
 
 
-def render(points: list[Point]) -> str:
-    head = (
-        "| connections | procs | sockets | rounds | cold poll | steady poll | ss -tanpoi | psutil | "
-        "node_exporter | peak RSS | cold/ss (≤0.2) | cold/psutil (≤0.4) | steady/node_exp (≤1) | RSS target |"
-    )
-    rows = [head, "|" + "---:|" * 14]
-    for p in points:
-        rows.append(
-            f"| {p.spec.connections} | {p.spec.processes} | {p.sockets} | {p.rounds} | {p.cold:.3f} s "
-            f"| {p.steady:.3f} s | {p.ss:.3f} s | {p.psutil:.3f} s | {p.scrape:.3f} s | {p.rss_mb:.0f} MB "
-            f"| {_mark(p.cold / p.ss, COLD_VS_SS)} | {_mark(p.cold / p.psutil, COLD_VS_PSUTIL)} "
-            f"| {_mark(p.steady / p.scrape, STEADY_VS_SCRAPE)} "
-            f"| <{p.rss_target_mb:.0f} MB {'ok' if p.rss_mb < p.rss_target_mb else 'over'} |"
-        )
-    return "\n".join(rows)
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _say(text: str) -> None:
@@ -168,6 +158,7 @@ def _preflight() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # unwind, so the namespace and children are cleaned up
     if problem := _preflight():
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -182,9 +173,16 @@ def main(argv: list[str] | None = None) -> int:
                 rounds = args.rounds or (3 if size >= 50000 else 5)
                 points.append(run_point(Spec(size, procs), rounds, args.methods, log, args.profile))
     _say(f"total {time.monotonic() - started:.0f} s")
+    print(f"{_machine()}; medians of interleaved rounds\n")
     print(render(points))
+    print("\nWhere a steady poll goes (medians; tcpwatchd's own source and detector timings):\n")
+    print(render_breakdown(points))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the namespaces and children are already gone (finally blocks)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

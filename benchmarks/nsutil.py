@@ -89,6 +89,7 @@ class Namespace:
             text=True,
             env=python_env(),
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.children.append(child)
         return child
@@ -140,6 +141,13 @@ def read_line(child: subprocess.Popen[str], deadline: float) -> str:
         if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
             return ""
         return child.stdout.readline().rstrip("\n")
+
+
+def _die_with_parent() -> None:
+    """In the forked child: SIGKILL when the driver dies; survives execve (prctl(2), PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG, include/uapi/linux/prctl.h
 
 
 def _ip(*args: str) -> None:

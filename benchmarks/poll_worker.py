@@ -1,6 +1,7 @@
 """One measurement, in its own process inside the benchmark namespace; prints one JSON line.
 
-    poll_worker.py tcpwatchd [--steady K] [--profile PREFIX]   cold poll, then K steady polls, and peak RSS
+    poll_worker.py tcpwatchd [--steady K]                      cold poll, K steady polls, peak RSS, breakdown
+    poll_worker.py tcpwatchd --profile PREFIX                  cProfile text of one cold, one steady poll
     poll_worker.py psutil                                      psutil.net_connections('tcp')
     poll_worker.py ss                                          `ss -tanpoi` > /dev/null, wall time
     poll_worker.py scrape PORT [--warmup SECONDS]              one GET of node_exporter's /metrics
@@ -12,6 +13,7 @@ heavy, so its `ru_maxrss` is tcpwatchd's own peak.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import subprocess
@@ -43,28 +45,64 @@ def _profiled(fn: Callable[[], Any], path: str) -> Any:
     return value
 
 
-def measure_tcpwatchd(steady: int, profile: str | None) -> dict[str, Any]:
+class GcClock:
+    """Time spent in the cyclic garbage collector, from gc.callbacks (a poll allocates ~1M objects)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
+
+
+def _breakdown(result: Any) -> dict[str, float]:
+    """Where one poll's time went, as tcpwatchd itself reports it (sources and detectors)."""
+    parts = {f"source:{s.name}": s.duration_seconds for s in result.snapshot.sources}
+    parts.update({f"detect:{r.name}": r.duration_seconds for r in result.report.detectors})
+    return parts
+
+
+def _poller() -> Any:
     from tcpwatchd.config import Config, DaemonConfig, SysctlConfig
     from tcpwatchd.poller import Poller
 
-    cfg = Config(daemon=DaemonConfig(source="sockdiag"), sysctl=SysctlConfig(mode="off"))
-    poller = Poller(cfg)
-    if profile:
-        first = _profiled(poller.poll, f"{profile}-cold.txt")
-        steady_times = [_profiled(poller.poll, f"{profile}-steady.txt").duration_seconds]
-        cold = first.duration_seconds
-    else:
-        cold, first = _timed(poller.poll)
-        steady_times = [_timed(poller.poll)[0] for _ in range(steady)]
-    snap = first.snapshot
+    return Poller(Config(daemon=DaemonConfig(source="sockdiag"), sysctl=SysctlConfig(mode="off")))
+
+
+def measure_tcpwatchd(steady: int) -> dict[str, Any]:
+    poller = _poller()
+    gc_clock = GcClock()
+    cold, result = _timed(poller.poll)
+    sockets, owned = len(result.snapshot.sockets), len(result.snapshot.owners)
+    gc_cold, gc_clock.seconds = gc_clock.seconds, 0.0
+    times = []
+    for _ in range(steady):
+        # The previous result stays alive during the poll, as in the daemon (it is what /metrics serves).
+        seconds, result = _timed(poller.poll)
+        times.append(seconds)
     return {
         "cold": cold,
-        "steady": steady_times,
+        "steady": times,
         "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # KiB on Linux (getrusage(2))
-        "sockets": len(snap.sockets),
-        "owned": len(snap.owners),
-        "source": snap.source,
+        "sockets": sockets,
+        "owned": owned,
+        "findings": len(result.report.findings),
+        "gc_cold": gc_cold,
+        "gc_steady": gc_clock.seconds / steady,
+        "steady_parts": _breakdown(result),
     }
+
+
+def profile_tcpwatchd(prefix: str) -> dict[str, Any]:
+    poller = _poller()
+    first = _profiled(poller.poll, f"{prefix}-cold.txt")
+    second = _profiled(poller.poll, f"{prefix}-steady.txt")
+    return {"cold": first.duration_seconds, "steady": [second.duration_seconds]}
 
 
 def measure_psutil() -> dict[str, Any]:
@@ -84,28 +122,29 @@ def measure_ss() -> dict[str, Any]:
 
 
 def measure_scrape(port: int, warmup: float) -> dict[str, Any]:
+    import urllib.request  # here, not at the top: it pulls in ssl, which would inflate the RSS figure
+
+    opener = urllib.request.build_opener()
     url = f"http://127.0.0.1:{port}/metrics"
+
+    def fetch() -> bytes:
+        with opener.open(url, timeout=60) as resp:
+            body: bytes = resp.read()
+        return body
+
     deadline = time.monotonic() + warmup
     while warmup > 0:  # wait for the exporter to listen, then scrape once untimed
         try:
-            _fetch(url)
+            fetch()
             break
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-    seconds, body = _timed(lambda: _fetch(url))
+    seconds, body = _timed(fetch)
     if b"node_tcp_connection_states" not in body:
         raise SystemExit("node_exporter answered without node_tcp_connection_states: tcpstat is off?")
     return {"seconds": seconds, "bytes": len(body)}
-
-
-def _fetch(url: str) -> bytes:
-    import urllib.request  # here, not at the top: it pulls in ssl, which would inflate the RSS figure
-
-    with urllib.request.urlopen(url, timeout=60) as resp:
-        body: bytes = resp.read()
-    return body
 
 
 def main() -> None:
@@ -113,12 +152,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     parser.add_argument("mode", choices=["tcpwatchd", "psutil", "ss", "scrape"])
     parser.add_argument("port", nargs="?", type=int, default=0)
-    parser.add_argument("--steady", type=int, default=3)
+    parser.add_argument("--steady", type=int, default=3, choices=range(1, 100), metavar="K")
     parser.add_argument("--profile", default=None)
     parser.add_argument("--warmup", type=float, default=0.0)
     args = parser.parse_args()
     if args.mode == "tcpwatchd":
-        result = measure_tcpwatchd(args.steady, args.profile)
+        result = profile_tcpwatchd(args.profile) if args.profile else measure_tcpwatchd(args.steady)
     elif args.mode == "psutil":
         result = measure_psutil()
     elif args.mode == "ss":

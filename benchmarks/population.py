@@ -153,8 +153,11 @@ def connect(index: int, count: int, servers: int, lifetime: float) -> None:
 # --- the builder (runs in the driver, outside the namespace) ----------------------------------------------
 
 
-def build(ns: Namespace, spec: Spec, lifetime: float, timeout: float = 600) -> Population:
-    """Start the servers, then the clients; return once `ss` sees the whole population, fully accepted."""
+def build(ns: Namespace, spec: Spec, lifetime: float, others: int = 0, timeout: float = 600) -> Population:
+    """Start the servers, then the clients; return once `ss` sees the whole population, fully accepted.
+
+    `others` counts the sockets already in the namespace (node_exporter's listener).
+    """
     start = time.monotonic()
     deadline = start + timeout
     me, life = __file__, lifetime
@@ -168,7 +171,7 @@ def build(ns: Namespace, spec: Spec, lifetime: float, timeout: float = 600) -> P
         for i in range(spec.clients)
     ]
     _expect(clients, "ready", deadline)
-    seen = _wait_settled(ns, spec, deadline)
+    seen = _wait_settled(ns, spec.expected_sockets + others, min(deadline, time.monotonic() + 120))
     return Population(spec, time.monotonic() - start, seen)
 
 
@@ -179,17 +182,17 @@ def _expect(children: list[subprocess.Popen[str]], word: str, deadline: float) -
             raise RuntimeError(f"population child {child.pid} said {line!r}, not {word!r} (see the log)")
 
 
-def _wait_settled(ns: Namespace, spec: Spec, deadline: float) -> int:
+def _wait_settled(ns: Namespace, expected: int, deadline: float) -> int:
     """Poll `ss` until every socket exists and no listener has a connection waiting to be accepted."""
     seen = 0
     while time.monotonic() < deadline:
         seen = len(ns.run("ss", "-tanH").stdout.splitlines())
         listeners = ns.run("ss", "-tlnH").stdout.splitlines()
         waiting = sum(int(line.split()[1]) for line in listeners)  # Recv-Q of a listener: accept queue
-        if seen == spec.expected_sockets and waiting == 0:
+        if seen == expected and waiting == 0:
             return seen
         time.sleep(0.5)
-    raise RuntimeError(f"population never settled: ss sees {seen} sockets, expected {spec.expected_sockets}")
+    raise RuntimeError(f"population never settled: ss sees {seen} sockets, expected {expected}")
 
 
 def _child_main(argv: list[str]) -> None:

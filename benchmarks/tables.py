@@ -1,0 +1,94 @@
+"""Results: one frozen record per matrix point, and the two Markdown tables printed at the end."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from population import Spec
+
+# Targets (issue 2): cold <= 0.2 x ss -tanpoi and <= 0.4 x psutil; steady <= node_exporter tcpstat scrape.
+COLD_VS_SS, COLD_VS_PSUTIL, STEADY_VS_SCRAPE = 0.2, 0.4, 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One slice of a steady poll as tcpwatchd reports it: `source:sockdiag`, `detect:phantom`, ..."""
+
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    spec: Spec
+    rounds: int
+    build_seconds: float
+    sockets: int  # what `ss -tanH` counted before measuring
+    seen: int  # what tcpwatchd's cold poll returned
+    cold: float  # medians across rounds, seconds
+    steady: float
+    ss: float
+    psutil: float
+    scrape: float
+    rss_mb: float  # the largest ru_maxrss of the tcpwatchd workers
+    findings: int  # findings in a steady poll
+    gc_steady: float  # seconds of cyclic GC inside one steady poll (median)
+    parts: tuple[Part, ...]  # medians across rounds
+
+    @property
+    def rss_target_mb(self) -> float:
+        return 50.0 if self.spec.connections <= 1000 else 150.0
+
+
+def _mark(value: float, limit: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.2f} {'ok' if value <= limit else 'over'}"
+
+
+def _s(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds:.3f} s"
+
+
+def render(points: list[Point]) -> str:
+    rows = [
+        "| connections | procs | sockets | rounds | cold poll | steady poll | `ss -tanpoi` | psutil "
+        "| node_exporter tcpstat | peak RSS | cold/ss (≤0.2) | cold/psutil (≤0.4) "
+        "| steady/node_exporter (≤1) | RSS |",
+        "|" + "---:|" * 14,
+    ]
+    for p in points:
+        rss = "n/a" if math.isnan(p.rss_mb) else f"<{p.rss_target_mb:.0f} MB"
+        if not math.isnan(p.rss_mb):
+            rss += " ok" if p.rss_mb < p.rss_target_mb else " over"
+        rows.append(
+            f"| {p.spec.connections} | {p.spec.processes} | {p.sockets} | {p.rounds} | {_s(p.cold)} "
+            f"| {_s(p.steady)} | {_s(p.ss)} | {_s(p.psutil)} | {_s(p.scrape)} | {p.rss_mb:.0f} MB "
+            f"| {_mark(p.cold / p.ss, COLD_VS_SS)} | {_mark(p.cold / p.psutil, COLD_VS_PSUTIL)} "
+            f"| {_mark(p.steady / p.scrape, STEADY_VS_SCRAPE)} | {rss} |"
+        )
+    return "\n".join(rows)
+
+
+def render_breakdown(points: list[Point]) -> str:
+    """Where a steady poll goes: sources and detectors as timed by tcpwatchd; `rest` is tracker + report."""
+    rows = [
+        "| connections | procs | steady poll | sockdiag | owners | detectors | slowest detector | findings "
+        "| rest | of all this, GC |",
+        "|" + "---:|" * 9 + "---:|",
+    ]
+    for p in points:
+        if not p.parts:
+            continue
+        by = {part.name: part.seconds for part in p.parts}
+        detectors = [part for part in p.parts if part.name.startswith("detect:")]
+        slowest = max(detectors, key=lambda part: part.seconds, default=Part("-", math.nan))
+        spent = sum(part.seconds for part in p.parts)
+        rows.append(
+            f"| {p.spec.connections} | {p.spec.processes} | {_s(p.steady)} "
+            f"| {_s(by.get('source:sockdiag', math.nan))} | {_s(by.get('source:owners', math.nan))} "
+            f"| {_s(sum(d.seconds for d in detectors))} | {slowest.name[7:]} {_s(slowest.seconds)} "
+            f"| {p.findings} | {_s(max(0.0, p.steady - spent))} | {_s(p.gc_steady)} |"
+        )
+    return "\n".join(rows)
