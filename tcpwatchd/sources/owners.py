@@ -13,6 +13,7 @@ Races are normal: a process that exits mid-scan is skipped and counted; an fd di
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -118,6 +119,10 @@ class OwnerCache:
             proc = _Process(
                 owner=self._new_owner(pid, stat.comm, stat.start_ticks), start_ticks=stat.start_ticks
             )
+        elif proc.owner.name != stat.comm:
+            # exec() and PR_SET_NAME rename a process without changing its pid or start time
+            # (fs/exec.c, __set_task_comm): keep the identity, take the new name.
+            proc.owner = dataclasses.replace(proc.owner, name=stat.comm)
         return key, proc
 
     def _new_owner(self, pid: int, comm: str, start_ticks: int) -> Owner:

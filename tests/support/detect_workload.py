@@ -164,6 +164,7 @@ def client(args: argparse.Namespace) -> None:
 def sender(args: argparse.Namespace) -> None:
     """Connects and writes without pause; blocks once the peer stops acking or reading."""
     sock = _connect(args, 0)
+    sock.settimeout(None)  # block while the peer is silent: a send timeout would orphan the socket
     print(f"READY {sock.getsockname()[1]}", flush=True)
     threading.Thread(target=_exit_on_eof, daemon=True).start()
     chunk = b"y" * 65536

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,12 @@ for path, params in json.loads(sys.argv[2]):
     try:
         with urllib.request.urlopen(url, timeout=10) as answer:
             out.append(json.load(answer))
-    except urllib.error.HTTPError as e:
-        out.append(json.load(e))
+    except urllib.error.HTTPError as e:  # a refused query explains itself in JSON; a server starting, not
+        body = e.read().decode(errors="replace")
+        try:
+            out.append(json.loads(body))
+        except ValueError:
+            out.append({"status": "http %d" % e.code, "error": body})
     except OSError as e:
         out.append({"status": "unreachable", "error": str(e)})
 print(json.dumps(out))
@@ -136,6 +141,12 @@ class PrometheusAPI:
         if data["resultType"] == "scalar":
             return [Series({}, float(data["result"][1]))]
         return [Series(r["metric"], float(r["value"][1])) for r in data["result"]]
+
+    def query_range(self, expr: str, seconds: float, step: str = "1s") -> list[Mapping[str, str]]:
+        """The series a range query over the last `seconds` returns (as a time series panel asks)."""
+        now = time.time()
+        data = self.get("/api/v1/query_range", query=expr, start=str(now - seconds), end=str(now), step=step)
+        return [r["metric"] for r in data["result"]]
 
     def label_values(self, label: str, match: str) -> list[str]:
         values: list[str] = self.get(f"/api/v1/label/{label}/values", **{"match[]": match})

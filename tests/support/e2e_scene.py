@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 from tests.support.detect_pipeline import workload
 from tests.support.e2e_prometheus import PrometheusAPI, spawn_logged
-from tests.support.netns import REPO, NetNS, stop, veth, wait_until
+from tests.support.netns import REPO, NetNS, stop, veth, wait_line, wait_until
 
 PORT = 9814
 INSTANCE = f"127.0.0.1:{PORT}"
@@ -69,34 +70,48 @@ def start_tcpwatchd(ns: NetNS, workdir: Path) -> Path:
     return log
 
 
+# Writes until killed. detect_workload's `send` gives up once a write has blocked for 10 s (its socket
+# timeout), and its socket then becomes an orphan no process owns: too short-lived for this module.
+_SENDER = """
+import socket, sys
+from tests.support.detect_workload import name_self
+name_self(sys.argv[3])
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+sock.settimeout(None)
+print("READY", flush=True)
+while True:
+    sock.sendall(b"y" * 65536)
+"""
+
+
 def _server(ns: NetNS, host: str, port: int, mode: str, name: str) -> None:
     workload(ns, "server", "--host", host, "--port", str(port), "--mode", mode, "--name", name)
 
 
-def start_servers(ns: NetNS, sink: NetNS) -> None:
-    """The listeners, before tcpwatchd starts: what happens to them afterwards is what it must see."""
+def start_servers(ns: NetNS, sink: NetNS) -> subprocess.Popen[str]:
+    """Every named process, before tcpwatchd starts; returns rst-server, to be killed later.
+
+    What happens to them afterwards is what tcpwatchd must see. Started first because tcpwatchd keeps
+    the name it read when it first saw a process: one seen between exec and its renaming itself would
+    be counted as "python3" (a tcpwatchd bug, reported; each workload here renames itself at start).
+    """
     _server(ns, "127.0.0.1", 7001, "hold", LEAKY)
     _server(ns, "127.0.0.1", 7002, "close", PROMPT)
     _server(ns, "127.0.0.1", 7200, "reject", STORMED)
     _server(ns, "0.0.0.0", 7100, "echo", PHANTOMS)
     _server(sink, "0.0.0.0", 7500, "drain", "up-sink")
+    wait_line(ns.python("-c", _SENDER, UP_SINK, "7500", SENDER), "READY")
+    rst, _ = workload(
+        ns, "server", "--host", "127.0.0.1", "--port", "7400", "--mode", "hold", "--name", "rst-server"
+    )
+    return rst
 
 
 def leak_close_wait(ns: NetNS) -> None:
+    """The same clients for both servers: each sends 10 bytes and closes at once."""
+    clients = ("--count", str(LEAKED), "--send", "10", "--close", "--name", "cw-client")
     for port in ("7001", "7002"):
-        workload(
-            ns,
-            "client",
-            "127.0.0.1",
-            port,
-            "--count",
-            str(LEAKED),
-            "--send",
-            "10",
-            "--close",
-            "--name",
-            "cw-client",
-        )
+        workload(ns, "client", "127.0.0.1", port, *clients)
 
 
 def storm(ns: NetNS) -> None:
@@ -129,21 +144,17 @@ def phantom(srv: NetNS, api: PrometheusAPI, stack: contextlib.ExitStack) -> None
     workload(back, "client", PH_SERVER, "7100", "--bind", PH_CLIENT, "--bind-port", "40001", *hello)
 
 
-def unresponsive_peer(srv: NetNS, sink: NetNS, sink_link: str) -> None:
+def unresponsive_peer(sink: NetNS, sink_link: str) -> None:
     """up-sender writes without pause to the sink; the sink's link goes down mid-transfer."""
-    workload(srv, "send", UP_SINK, "7500", "--name", SENDER)
     sink.run("ip", "link", "set", "dev", sink_link, "down")
 
 
-def rst_on_close(ns: NetNS, api: PrometheusAPI) -> None:
-    """A server killed with data unread: tcp_close() sends RST, not FIN (net/ipv4/tcp.c).
+def rst_on_close(ns: NetNS, api: PrometheusAPI, server: subprocess.Popen[str]) -> None:
+    """rst-server is killed with data unread: tcp_close() sends RST, not FIN (net/ipv4/tcp.c).
 
     Killed only once tcpwatchd saw it own the connection: accepted, so the kernel closes it through
     tcp_close() and counts TcpExt TCPAbortOnClose (a connection still in the accept queue would not be).
     """
-    server, _ = workload(
-        ns, "server", "--host", "127.0.0.1", "--port", "7400", "--mode", "hold", "--name", "rst-server"
-    )
     workload(ns, "client", "127.0.0.1", "7400", "--send", "1000", "--name", "rst-client")
     wait_until(
         lambda: _sockets(api, "rst-server", "established") >= 1, timeout=20, interval=0.2, what="rst-server"

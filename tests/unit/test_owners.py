@@ -109,3 +109,11 @@ def test_hostile_name_survives(proc: FakeProc) -> None:
     proc.process(10, 'evil"\\) x', 100, {3: 1})
     cache = OwnerCache(str(proc.root))
     assert names(cache, [1]) == {1: ('evil"\\) x', 10)}
+
+
+def test_a_process_renamed_after_exec_is_shown_by_its_new_name(proc: FakeProc) -> None:
+    proc.process(10, "python3", 100, {3: 1})
+    cache = OwnerCache(str(proc.root))
+    assert names(cache, [1]) == {1: ("python3", 10)}
+    proc.process(10, "srv-renamed", 100, {3: 1, 4: 2})  # same pid and start time, new comm
+    assert names(cache, [1, 2]) == {1: ("srv-renamed", 10), 2: ("srv-renamed", 10)}
