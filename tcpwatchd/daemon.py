@@ -11,7 +11,6 @@ import logging
 import os
 import select
 import signal
-import threading
 import time
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
@@ -73,12 +72,11 @@ class _MetricsServer:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
         self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
         self.bound: ExporterConfig | None = None
 
     def bind(self, cfg: ExporterConfig) -> None:
-        server, thread = start_http_server(cfg.port, addr=cfg.listen_address, registry=self._registry)
-        self._server, self._thread, self.bound = server, thread, cfg
+        server, _thread = start_http_server(cfg.port, addr=cfg.listen_address, registry=self._registry)
+        self._server, self.bound = server, cfg
         log.info("serving metrics on http://%s/metrics", _hostport(cfg))
 
     def rebind(self, cfg: ExporterConfig) -> None:

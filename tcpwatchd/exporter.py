@@ -7,7 +7,6 @@ newline in label values, so the exposition stays valid whatever a process calls 
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import (
@@ -108,7 +107,7 @@ class TcpwatchdCollector(Collector):
         if result is None:
             return
         snap = result.snapshot
-        yield sockets_metric(snap)
+        yield sockets_metric(result)
         yield aborts_metric(snap)
         yield from source_metrics(result)
         yield from attribution_metrics(snap)
@@ -123,19 +122,14 @@ class TcpwatchdCollector(Collector):
             yield from sysctl_metrics(result.sysctl)
 
 
-def sockets_metric(snap: Snapshot) -> GaugeMetricFamily:
+def sockets_metric(result: PollResult) -> GaugeMetricFamily:
     """Sockets by state and owning process (the oldest owner of a shared socket; "" when none)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    owners = snap.owners
-    for sock in snap.sockets:
-        owner = owners.get(sock.inode) if sock.inode else None
-        counts[(sock.state.label, owner.name if owner else "")] += 1
     m = GaugeMetricFamily(
         "tcpwatchd_sockets",
         'TCP sockets by state and owning process (process="" for sockets no process holds).',
         labels=["state", "process"],
     )
-    for (state, process), n in sorted(counts.items()):
+    for (state, process), n in sorted(result.socket_counts.items()):
         m.add_metric([state, process], float(n))
     return m
 

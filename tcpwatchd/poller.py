@@ -10,14 +10,14 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from tcpwatchd.config import Config
 from tcpwatchd.detectors.announce import Announcer
-from tcpwatchd.model import SourceStatus
+from tcpwatchd.model import Snapshot, SourceStatus
 from tcpwatchd.report import Report, build_report
-from tcpwatchd.snapshot import Clock, SnapshotTaker
+from tcpwatchd.snapshot import Clock, SnapshotTaker, count_by_state_and_process
 from tcpwatchd.sysctl.audit import SysctlReport
 from tcpwatchd.sysctl.enforce import SysctlPolicy
 from tcpwatchd.tracker import TrackedPoll, Tracker
@@ -32,9 +32,10 @@ class PollResult:
     sysctl: SysctlReport | None  # None when [sysctl] mode is "off"
     sysctl_status: SourceStatus | None
     duration_seconds: float
+    socket_counts: Mapping[tuple[str, str], int]  # (state label, process) -> sockets
 
     @property
-    def snapshot(self):  # type: ignore[no-untyped-def]
+    def snapshot(self) -> Snapshot:
         return self.tracked.snapshot
 
 
@@ -108,12 +109,14 @@ class Poller:
         report = build_report(tracked, self._cfg.detect, values)
         if self._announce:
             self._announcer.announce(report)
+        counts = count_by_state_and_process(snapshot)
         return PollResult(
             tracked=tracked,
             report=report,
             sysctl=sysctl,
             sysctl_status=status,
             duration_seconds=time.perf_counter() - start,
+            socket_counts=counts,
         )
 
     def _sysctl(self) -> tuple[SysctlReport | None, SourceStatus | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -63,7 +64,7 @@ class SnapshotTaker:
             monotonic=self._clock.monotonic(),
             source=source,
             sockets=sockets,
-            owners=MappingProxyType(dict(attribution.owners)),
+            owners=MappingProxyType(attribution.owners),  # a fresh dict per poll: no copy needed
             kernel_counters=MappingProxyType(counters),
             sources=tuple(statuses),
             attribution=attribution.stats,
@@ -122,3 +123,13 @@ class SnapshotTaker:
         elif not stats.partial and "partial" in self._warned:
             self._warned.discard("partial")
             log.info("attribution is complete again")
+
+
+def count_by_state_and_process(snap: Snapshot) -> dict[tuple[str, str], int]:
+    """(state label, owner name) -> sockets; "" for sockets no process holds. Done once per poll, so
+    that a scrape only renders it."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for sock in snap.sockets:
+        owner = snap.owner_of(sock)
+        counts[(sock.state.label, owner.name if owner else "")] += 1
+    return dict(counts)

@@ -21,10 +21,10 @@ from tcpwatchd.model import Owner, Snapshot, Socket, TcpState, unread_bytes
 
 ConnKey = tuple[int, str, int, str, int, int]
 
+# Not connections: they share local addresses (so their identity carries the inode), and one first
+# seen after start is not an opening.
 _UNCONNECTED = frozenset({TcpState.LISTEN, TcpState.CLOSE})
 _ENDED = frozenset({TcpState.TIME_WAIT, TcpState.CLOSE})
-# A socket first seen in one of these states is a connection that began after the previous poll.
-_NOT_A_CONNECTION = frozenset({TcpState.LISTEN, TcpState.CLOSE})
 
 
 def connection_key(sock: Socket) -> ConnKey:
@@ -106,7 +106,7 @@ class Tracker:
                 track = _advance(prev, sock, now)
             else:
                 track = _start(sock, now, poll, first)
-                if not first and sock.state not in _NOT_A_CONNECTION:
+                if not first and sock.state not in _UNCONNECTED:
                     opened.append(_opened(snap, sock, key, now, poll))
             new[key] = track
         if any(not o.pid for o in opened):

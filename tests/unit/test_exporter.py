@@ -12,6 +12,7 @@ from tcpwatchd.exporter import DurationHistogram, LatestPoll, TcpwatchdCollector
 from tcpwatchd.model import Snapshot, SourceStatus, TcpState
 from tcpwatchd.poller import PollResult
 from tcpwatchd.report import build_report
+from tcpwatchd.snapshot import count_by_state_and_process
 from tcpwatchd.tracker import Tracker
 from tests.support.builders import owner, sock
 
@@ -35,7 +36,8 @@ def _result(at: float, sockdiag_ok: bool = True) -> PollResult:
         sources=(SourceStatus("sockdiag", sockdiag_ok, 0.01), SourceStatus("owners", True, 0.002)),
     )
     tracked = Tracker().update(snap)
-    return PollResult(tracked, build_report(tracked, DetectConfig()), None, None, 0.012)
+    report = build_report(tracked, DetectConfig())
+    return PollResult(tracked, report, None, None, 0.012, count_by_state_and_process(snap))
 
 
 def _registry(latest: LatestPoll, durations: DurationHistogram) -> CollectorRegistry:
