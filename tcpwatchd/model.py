@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import enum
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tcpwatchd.table import SocketTable
 
 
 class TcpState(enum.IntEnum):
@@ -195,16 +199,27 @@ def _frozen_map(m: Mapping[int, Owner] | None = None) -> Mapping[int, Owner]:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One poll: every TCP socket, who owns it, and the kernel's TCP counters."""
+    """One poll: every TCP socket, who owns it, and the kernel's TCP counters.
+
+    `sockets` is a `SocketTable` (columns; see tcpwatchd/table.py); a plain sequence of `Socket`s given
+    to the constructor is wrapped in one.
+    """
 
     taken_at: float  # wall clock, seconds since the epoch
     monotonic: float  # the poll's monotonic time: ages and intervals are measured on this clock
     source: str  # which socket source produced `sockets`: "sockdiag" or "procnet"
-    sockets: tuple[Socket, ...]
+    sockets: SocketTable
     owners: Mapping[int, Owner] = field(default_factory=_frozen_map)  # inode -> counted owner
     kernel_counters: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     sources: tuple[SourceStatus, ...] = ()
     attribution: AttributionStats = field(default_factory=AttributionStats)
+
+    def __post_init__(self) -> None:
+        from tcpwatchd.table import SocketTable  # here: tcpwatchd.table imports this module
+
+        if not isinstance(self.sockets, SocketTable):
+            given: Sequence[Socket] = self.sockets
+            object.__setattr__(self, "sockets", SocketTable.of(given))
 
     def owner_of(self, sock: Socket) -> Owner | None:
         return self.owners.get(sock.inode) if sock.inode else None

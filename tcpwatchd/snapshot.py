@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from tcpwatchd.config import DaemonConfig
-from tcpwatchd.model import AttributionStats, Snapshot, Socket, SourceStatus
+from tcpwatchd.model import AttributionStats, Snapshot, SourceStatus
 from tcpwatchd.sources import (
     ProcNetSource,
     SockDiagSource,
@@ -25,6 +25,7 @@ from tcpwatchd.sources import (
     read_kernel_counters,
 )
 from tcpwatchd.sources.owners import Attribution, OwnerCache
+from tcpwatchd.table import SocketTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,7 +56,7 @@ class SnapshotTaker:
         statuses: list[SourceStatus] = []
         source, sockets = self._sockets(statuses)
         attribution = self._timed(
-            "owners", statuses, lambda: self._owners.attribute([s.inode for s in sockets])
+            "owners", statuses, lambda: self._owners.attribute(sockets.column("inode"))
         ) or Attribution(MappingProxyType({}), AttributionStats())
         self._note_partial(attribution.stats)
         counters = self._timed("kstats", statuses, lambda: read_kernel_counters(self._proc_root)) or {}
@@ -70,16 +71,16 @@ class SnapshotTaker:
             attribution=attribution.stats,
         )
 
-    def _sockets(self, statuses: list[SourceStatus]) -> tuple[str, tuple[Socket, ...]]:
+    def _sockets(self, statuses: list[SourceStatus]) -> tuple[str, SocketTable]:
         if self._mode in ("auto", "sockdiag"):
             result = self._read_sockets(self._sockdiag, statuses)
             if result is not None:
                 return "sockdiag", result
             if self._mode == "sockdiag":
-                return "sockdiag", ()
-        return "procnet", self._read_sockets(self._procnet, statuses) or ()
+                return "sockdiag", SocketTable()
+        return "procnet", self._read_sockets(self._procnet, statuses) or SocketTable()
 
-    def _read_sockets(self, source: SocketSource, statuses: list[SourceStatus]) -> tuple[Socket, ...] | None:
+    def _read_sockets(self, source: SocketSource, statuses: list[SourceStatus]) -> SocketTable | None:
         result = self._timed(source.name, statuses, source.sockets)
         if result is None:
             return None
@@ -87,7 +88,8 @@ class SnapshotTaker:
             # Degraded but usable: say how, in the metric and (at debug, every poll) in the log.
             statuses[-1] = replace(statuses[-1], skipped=result.skipped_lines, error="; ".join(result.notes))
             log.debug("source %s skipped %d records: %s", source.name, result.skipped_lines, result.notes)
-        return tuple(result.sockets)
+        sockets = result.sockets
+        return sockets if isinstance(sockets, SocketTable) else SocketTable.of(sockets)
 
     def _timed(self, name: str, statuses: list[SourceStatus], read: Callable[[], T]) -> T | None:
         """Run one source; a failure is recorded and logged once per streak, never raised."""

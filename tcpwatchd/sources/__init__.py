@@ -11,7 +11,7 @@ cross-check. Both see the network namespace of the calling process (for procnet:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
@@ -20,7 +20,7 @@ from tcpwatchd.errors import ParseError, SourceUnavailable
 from tcpwatchd.model import Socket
 from tcpwatchd.sources.kstats import read_kstats
 from tcpwatchd.sources.procnet import read_net_tcp
-from tcpwatchd.sources.sockdiag import dump_tcp_sockets
+from tcpwatchd.sources.sockdiag import SockDiagReader
 from tcpwatchd.sources.sockdiag_parse import NetlinkError
 
 __all__ = [
@@ -46,7 +46,7 @@ class SourceResult:
     """
 
     source: str  # the source that produced `sockets`: "sockdiag" or "procnet"
-    sockets: tuple[Socket, ...]
+    sockets: Sequence[Socket]  # sockdiag gives a table.SocketTable
     skipped_lines: int = 0
     notes: tuple[str, ...] = ()
 
@@ -63,10 +63,10 @@ class SockDiagSource:
     name = "sockdiag"
 
     def __init__(self, timeout: float = 5.0) -> None:
-        self._timeout = timeout
+        self._reader = SockDiagReader(timeout)
 
     def sockets(self) -> SourceResult:
-        dump = dump_tcp_sockets(self._timeout)
+        dump = self._reader.dump()
         return SourceResult(self.name, dump.sockets, dump.skipped, dump.notes)
 
 

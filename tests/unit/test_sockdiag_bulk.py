@@ -1,0 +1,149 @@
+"""The bulk (columnar) sock_diag decoder against the message-by-message one, on recorded dumps."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tcpwatchd.errors import ParseError
+from tcpwatchd.model import Socket
+from tcpwatchd.sources.sockdiag_parse import (
+    NLMSGHDR,
+    AddressCache,
+    NetlinkError,
+    RawPart,
+    parse_bulk,
+    parse_sockdiag,
+)
+from tcpwatchd.table import COLUMNS, ObjectPart, SocketTable
+
+NETLINK = Path(__file__).resolve().parents[1] / "fixtures" / "netlink"
+FAMILY = {"population_inet4.bin": socket.AF_INET, "population_inet6.bin": socket.AF_INET6}
+DONE = (NETLINK / "done_ok.bin").read_bytes()
+
+
+def load(name: str) -> bytes:
+    return (NETLINK / name).read_bytes()
+
+
+def messages(data: bytes) -> list[bytes]:
+    out, off = [], 0
+    while off < len(data):
+        mlen = NLMSGHDR.unpack_from(data, off)[0]
+        out.append(data[off : off + mlen])
+        off += (mlen + 3) & ~3
+    return out
+
+
+def bulk(data: bytes, family: int = socket.AF_INET) -> SocketTable:
+    result = parse_bulk(memoryview(data), family, AddressCache())
+    assert result.done
+    return SocketTable(result.parts)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_bulk_decodes_the_same_sockets_as_the_message_decoder(name: str) -> None:
+    data = load(name)
+    table = bulk(data, FAMILY[name])
+    assert Counter(table) == Counter(parse_sockdiag(data).sockets)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_every_column_matches_the_sockets_it_was_cut_from(name: str) -> None:
+    """The strided columns against the same rows decoded one message at a time."""
+    table = bulk(load(name), FAMILY[name])
+    rows = list(table)
+    reference = ObjectPart(rows)
+    for column in sorted(COLUMNS):
+        assert table.column(column) == reference.column(column), column
+
+
+def test_a_run_of_equal_messages_is_one_raw_part_without_copies() -> None:
+    data = load("population_inet4.bin")
+    full = b"".join(m for m in messages(data) if len(m) == 408) * 2  # 42: a run long enough
+    dump = full + DONE
+    result = parse_bulk(memoryview(dump), socket.AF_INET, AddressCache())
+    assert result.done and len(result.parts) == 1
+    (part,) = result.parts
+    assert isinstance(part, RawPart) and len(part) == 42 and part.info_at > 0
+    assert part.data.obj is dump  # a view on the received bytes, not a copy
+
+
+def test_mixed_lengths_are_grouped_and_timewait_rows_have_no_tcp_info() -> None:
+    result = parse_bulk(memoryview(load("population_inet4.bin")), socket.AF_INET, AddressCache())
+    assert sorted(len(p) for p in result.parts) == [3, 21]
+    short = next(p for p in result.parts if len(p) == 3)
+    assert short.column("last_data_recv_ms") == [-1, -1, -1]
+    assert all(s.tcp_info is None for s in (short.socket(i) for i in range(3)))
+
+
+def test_long_runs_between_odd_messages_stay_views_and_the_rest_is_grouped() -> None:
+    msgs = messages(load("population_inet4.bin"))
+    full = [m for m in msgs if len(m) == 408]
+    short = [m for m in msgs if len(m) == 96]
+    dump = b"".join([*short, *full * 2, *short, *full * 3, *short]) + DONE
+    result = parse_bulk(memoryview(dump), socket.AF_INET, AddressCache())
+    views = [p for p in result.parts if isinstance(p, RawPart) and p.data.obj is dump]
+    assert sorted(len(p) for p in views) == [42, 63]
+    assert sorted(len(p) for p in result.parts if p not in views) == [9]
+    assert Counter(SocketTable(result.parts)) == Counter(parse_sockdiag(dump).sockets)
+
+
+def test_a_cookie_above_32_bits_keeps_its_high_word() -> None:
+    first = bytearray(messages(load("population_inet4.bin"))[0])
+    struct.pack_into("=I", first, 64, 7)  # idiag_cookie[1]
+    table = bulk(bytes(first) + DONE)
+    low = struct.unpack_from("=I", first, 60)[0]
+    assert table.column("key") == [low | 7 << 32] == [table[0].cookie]
+
+
+def test_odd_messages_are_decoded_one_by_one_and_counted() -> None:
+    data = load("tcp_info_truncated.bin")
+    result = parse_bulk(memoryview(data), socket.AF_INET, AddressCache())
+    table = SocketTable(result.parts)
+    reference = parse_sockdiag(data)
+    assert (list(table), result.skipped) == (list(reference.sockets), reference.skipped)
+    short = parse_bulk(memoryview(load("diag_msg_short.bin")), socket.AF_INET, AddressCache())
+    assert (len(SocketTable(short.parts)), short.skipped) == (0, 1)
+
+
+def test_errors_and_broken_framing_raise() -> None:
+    with pytest.raises(NetlinkError) as refused:
+        parse_bulk(memoryview(load("error_enoent.bin")), socket.AF_INET, AddressCache())
+    assert refused.value.errno == errno.ENOENT
+    with pytest.raises(NetlinkError):
+        parse_bulk(memoryview(load("done_ebusy.bin")), socket.AF_INET, AddressCache())
+    data = load("population_inet4.bin")
+    with pytest.raises(ParseError):
+        parse_bulk(memoryview(data[:500]), socket.AF_INET, AddressCache())
+
+
+def test_without_done_the_dump_is_not_complete() -> None:
+    data = load("population_inet4.bin")
+    body = data[: len(data) - len(DONE)]
+    assert not parse_bulk(memoryview(body), socket.AF_INET, AddressCache()).done
+
+
+def test_address_texts_are_cached_and_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = AddressCache()
+    raw = [struct.unpack("=I", socket.inet_aton(f"198.18.0.{i}"))[0] for i in range(1, 5)]
+    assert cache.texts(socket.AF_INET, raw) == [f"198.18.0.{i}" for i in range(1, 5)]
+    monkeypatch.setattr(AddressCache, "LIMIT", 4)
+    other = struct.unpack("=I", socket.inet_aton("198.18.1.9"))[0]
+    assert cache.texts(socket.AF_INET, [*raw[:2], other, other]) == [
+        "198.18.0.1", "198.18.0.2", "198.18.1.9", "198.18.1.9"
+    ]  # fmt: skip
+    assert len(cache.v4) == 3  # over the limit: cleared, then refilled with what this dump holds
+
+
+def test_rows_in_a_table_build_equal_sockets_each_time() -> None:
+    table = bulk(load("population_inet6.bin"), socket.AF_INET6)
+    first: Socket = table[0]
+    assert first == table[0] and table[-1] == list(table)[-1]
+    with pytest.raises(IndexError):
+        table[len(table)]
