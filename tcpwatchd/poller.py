@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from tcpwatchd.config import Config
 from tcpwatchd.detectors.announce import Announcer
-from tcpwatchd.model import Snapshot, SourceStatus
+from tcpwatchd.model import Owner, Snapshot, SourceStatus
 from tcpwatchd.report import Report, build_report
-from tcpwatchd.snapshot import Clock, SnapshotTaker, count_by_state_and_process
+from tcpwatchd.snapshot import Clock, SnapshotTaker, count_by_state_and_process, reuse_counts
 from tcpwatchd.sysctl.audit import SysctlReport
 from tcpwatchd.sysctl.enforce import SysctlPolicy
 from tcpwatchd.tracker import TrackedPoll, Tracker
@@ -83,6 +83,7 @@ class Poller:
         self._cfg = cfg
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
+        self._previous: tuple[Mapping[int, Owner], Mapping[tuple[str, str], int]] = ({}, {})
 
     @property
     def config(self) -> Config:
@@ -104,12 +105,16 @@ class Poller:
         start = time.perf_counter()
         snapshot = self._taker.take()
         tracked = self._tracker.update(snapshot)
+        owners, counts = self._previous
+        if tracked.unchanged and snapshot.owners == owners:
+            reuse_counts(snapshot, counts)  # same sockets, states and owners: same counts
         sysctl, status = self._sysctl()
         values = sysctl.values() if sysctl is not None else None
         report = build_report(tracked, self._cfg.detect, values)
         if self._announce:
             self._announcer.announce(report)
         counts = count_by_state_and_process(snapshot)
+        self._previous = snapshot.owners, counts
         return PollResult(
             tracked=tracked,
             report=report,

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from tcpwatchd.config import DetectConfig
 from tcpwatchd.detectors import Context, Finding, Kind, Outcome, Registered, is_enabled, registered
 from tcpwatchd.detectors.unresponsive_peer import give_up_from_sysctl
+from tcpwatchd.snapshot import count_by_state_and_process
 from tcpwatchd.tracker import TrackedPoll
 
 # The detector that produces each kind of finding.
@@ -79,6 +80,7 @@ def build_report(
     ctx = Context(detect=detect, sysctl=sysctl)
     runs: list[DetectorRun] = []
     findings: list[Finding] = []
+    counts: dict[str, dict[Kind, int]] = {}
     oldest_close_wait: Mapping[str, float] = MappingProxyType({})
     for entry in registered() if detectors is None else detectors:
         if not is_enabled(entry, detect):
@@ -86,12 +88,13 @@ def build_report(
         run, outcome = _run(entry, tracked, ctx)
         runs.append(run)
         findings.extend(outcome.findings)
+        _count(counts, outcome)
         if entry.name == "close_wait":
             oldest_close_wait = outcome.oldest_age
     findings.sort(key=lambda f: (_KIND_ORDER[f.kind], f.process, f.local, f.remote))
     return Report(
         findings=tuple(findings),
-        processes=_summaries(tracked, findings, oldest_close_wait),
+        processes=_summaries(tracked, counts, oldest_close_wait),
         opened_totals=tracked.opened_totals,
         detectors=tuple(runs),
         give_up_seconds=give_up_from_sysctl(sysctl),
@@ -109,23 +112,30 @@ def _run(entry: Registered, tracked: TrackedPoll, ctx: Context) -> tuple[Detecto
     return DetectorRun(entry.name, True, took, degraded=outcome.degraded), outcome
 
 
-def _summaries(
-    tracked: TrackedPoll, findings: list[Finding], oldest_close_wait: Mapping[str, float]
-) -> tuple[ProcessSummary, ...]:
-    names = {f.process for f in findings}
-    for sock in tracked.snapshot.sockets:
-        owner = tracked.owner_of(sock)
-        names.add(owner.name if owner else "")
-    counts: dict[str, dict[Kind, int]] = {name: {} for name in names}
+def _count(counts: dict[str, dict[Kind, int]], outcome: Outcome) -> None:
+    """Add one detector's findings to the per-process counts (reconnect storms: distinct peers)."""
+    if outcome.counts is not None:
+        for (kind, process), n in outcome.counts.items():
+            per = counts.setdefault(process, {})
+            per[kind] = per.get(kind, 0) + n
+        return
     storm_peers: dict[str, set[str]] = {}
-    for f in findings:
+    for f in outcome.findings:
         if f.kind is Kind.RECONNECT_STORM:
             storm_peers.setdefault(f.process, set()).add(f.peer)
         else:
-            counts[f.process][f.kind] = counts[f.process].get(f.kind, 0) + 1
-    for name, peers in storm_peers.items():
-        counts[name][Kind.RECONNECT_STORM] = len(peers)
+            per = counts.setdefault(f.process, {})
+            per[f.kind] = per.get(f.kind, 0) + 1
+    for process, peers in storm_peers.items():
+        per = counts.setdefault(process, {})
+        per[Kind.RECONNECT_STORM] = per.get(Kind.RECONNECT_STORM, 0) + len(peers)
+
+
+def _summaries(
+    tracked: TrackedPoll, counts: dict[str, dict[Kind, int]], oldest_close_wait: Mapping[str, float]
+) -> tuple[ProcessSummary, ...]:
+    names = set(counts) | {process for _state, process in count_by_state_and_process(tracked.snapshot)}
     return tuple(
-        ProcessSummary(name, MappingProxyType(counts[name]), oldest_close_wait.get(name, 0.0))
+        ProcessSummary(name, MappingProxyType(counts.get(name, {})), oldest_close_wait.get(name, 0.0))
         for name in sorted(names)
     )

@@ -10,13 +10,13 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TypeVar
 
 from tcpwatchd.config import DaemonConfig
-from tcpwatchd.model import AttributionStats, Snapshot, SourceStatus
+from tcpwatchd.model import AttributionStats, Snapshot, SourceStatus, TcpState
 from tcpwatchd.sources import (
     ProcNetSource,
     SockDiagSource,
@@ -127,11 +127,24 @@ class SnapshotTaker:
             log.info("attribution is complete again")
 
 
-def count_by_state_and_process(snap: Snapshot) -> dict[tuple[str, str], int]:
-    """(state label, owner name) -> sockets; "" for sockets no process holds. Done once per poll, so
-    that a scrape only renders it."""
+def count_by_state_and_process(snap: Snapshot) -> Mapping[tuple[str, str], int]:
+    """(state label, owner name) -> sockets; "" for sockets no process holds. Done once per poll (and
+    memoised on the snapshot's table), so that a scrape only renders it."""
+    table = snap.sockets
+    result: Mapping[tuple[str, str], int] = table.memo(f"counts:{id(snap.owners)}", lambda: _count(snap))
+    return result
+
+
+def reuse_counts(snap: Snapshot, counts: Mapping[tuple[str, str], int]) -> None:
+    """Give `snap` the counts of a previous poll known to have the same sockets, states and owners."""
+    snap.sockets.memo(f"counts:{id(snap.owners)}", lambda: counts)
+
+
+def _count(snap: Snapshot) -> Mapping[tuple[str, str], int]:
+    table = snap.sockets
+    names = {inode: owner.name for inode, owner in snap.owners.items()}
+    raw = Counter(zip(table.column("state"), map(names.get, table.column("inode")), strict=True))
     counts: Counter[tuple[str, str]] = Counter()
-    for sock in snap.sockets:
-        owner = snap.owner_of(sock)
-        counts[(sock.state.label, owner.name if owner else "")] += 1
-    return dict(counts)
+    for (state, name), n in raw.items():
+        counts[(TcpState(state).label, name or "")] += n
+    return MappingProxyType(dict(counts))

@@ -237,11 +237,13 @@ class SocketTable(Sequence[Socket]):
             return 0
         return rq - 1 if st in POST_FIN_STATES else rq
 
+    def structure(self) -> tuple[list[Any], ...]:
+        """Identity keys, states, inodes and timers, in row order: two polls with equal structures have
+        the same sockets in the same order, and differ at most in queues, timers' expiry and tcp_info."""
+        return tuple(self.column(name) for name in STRUCTURE)
+
     def same_structure(self, other: SocketTable | None) -> bool:
-        """True when `other` has the same sockets in the same order, states, inodes and timers."""
-        if other is None or other._n != self._n:
-            return False
-        return all(self.column(name) == other.column(name) for name in STRUCTURE)
+        return other is not None and other._n == self._n and self.structure() == other.structure()
 
     def inherit(self, other: SocketTable) -> None:
         """Take `other`'s structural memos (the caller checked `same_structure`)."""

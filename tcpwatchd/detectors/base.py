@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
 from tcpwatchd.config import DetectConfig
-from tcpwatchd.model import Socket
+from tcpwatchd.model import Owner, Socket
 from tcpwatchd.tracker import TrackedPoll
 
 
@@ -109,6 +110,9 @@ class Outcome:
     findings: tuple[Finding, ...] = ()
     degraded: str = ""
     oldest_age: Mapping[str, float] = field(default_factory=_no_ages)
+    # Findings per (kind, process), when `findings` lists only some of them (see LISTED_PER_PROCESS);
+    # None when `findings` is complete.
+    counts: Mapping[tuple[Kind, str], int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,12 @@ class Context:
 
     detect: DetectConfig
     sysctl: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+# A host can hold tens of thousands of sockets in one condition (every connection without keepalive, a
+# CLOSE_WAIT leak at its height). The gauges count them all; each poll names at most this many per kind and
+# process (in socket table order), so that a poll, its log lines and `snapshot` stay readable and cheap.
+LISTED_PER_PROCESS = 50
 
 
 class Detector(Protocol):
@@ -175,6 +185,45 @@ def peer_address(address: str) -> str:
 def endpoint(address: str, port: int | str) -> str:
     """`ss`-style endpoint: ('198.18.0.2', '*') -> '198.18.0.2:*', ('::1', 80) -> '[::1]:80'."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def owner_names(tracked: TrackedPoll, rows: Iterable[int]) -> list[str]:
+    """The counted owner's name for each row ("" when no process holds the socket)."""
+    snap = tracked.snapshot
+    table = snap.sockets
+    names: Mapping[int, str] = table.memo(f"names:{id(snap.owners)}", lambda: _names(snap.owners))
+    return [n or "" for n in map(names.get, map(table.column("inode").__getitem__, rows))]
+
+
+def _names(owners: Mapping[int, Owner]) -> dict[int, str]:
+    return {inode: owner.name for inode, owner in owners.items()}
+
+
+def listed_rows(names: Sequence[str], rows: Sequence[int]) -> list[int]:
+    """The first LISTED_PER_PROCESS rows of each process (`names[k]` is the owner of `rows[k]`)."""
+    listed: list[int] = []
+    per: dict[str, int] = {}
+    full, processes = 0, len(set(names))
+    for row, name in zip(rows, names, strict=True):
+        n = per.get(name, 0)
+        if n < LISTED_PER_PROCESS:
+            per[name] = n + 1
+            listed.append(row)
+            if n + 1 == LISTED_PER_PROCESS:
+                full += 1
+                if full == processes:
+                    break
+    return listed
+
+
+def mass_outcome(
+    kind: Kind, tracked: TrackedPoll, rows: Sequence[int], finding: Callable[[int], Finding]
+) -> Outcome:
+    """Count every row under its process; build `finding(row)` only for the rows listed."""
+    names = owner_names(tracked, rows)
+    counts = {(kind, name): n for name, n in Counter(names).items()}
+    listed = listed_rows(names, rows)
+    return Outcome(findings=tuple(finding(row) for row in listed), counts=MappingProxyType(counts))
 
 
 def connection_finding(

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from tcpwatchd.detectors.base import Context, Detail, Kind, Outcome, connection_finding, register
+from tcpwatchd.detectors.base import (
+    Context,
+    Detail,
+    Finding,
+    Kind,
+    Outcome,
+    connection_finding,
+    mass_outcome,
+    owner_names,
+    register,
+)
 from tcpwatchd.model import TcpState
 from tcpwatchd.tracker import TrackedPoll
 
@@ -18,19 +28,22 @@ from tcpwatchd.tracker import TrackedPoll
 @register("close_wait")
 def detect_close_wait(tracked: TrackedPoll, ctx: Context) -> Outcome:
     min_age = ctx.detect.close_wait.min_age_seconds
+    table, now = tracked.snapshot.sockets, tracked.now
+    rows = table.rows_in(TcpState.CLOSE_WAIT)
+    since = [tracked.track_at(row).state_since for row in rows]
     oldest: dict[str, float] = {}
-    findings = []
-    for sock in tracked.snapshot.sockets:
-        if sock.state is not TcpState.CLOSE_WAIT:
-            continue
-        track = tracked.track_of(sock)
-        age = tracked.now - track.state_since
-        owner = tracked.owner_of(sock)
-        name = owner.name if owner else ""
-        oldest[name] = max(age, oldest.get(name, 0.0))
-        if age >= min_age:
-            # Already in CLOSE_WAIT at tcpwatchd's first poll: the real age is unknown and larger.
-            lower_bound = track.preexisting and track.state_since == track.first_seen
-            details = (Detail("age_is_lower_bound", "yes"),) if lower_bound else ()
-            findings.append(connection_finding(Kind.CLOSE_WAIT, tracked, sock, age, details))
-    return Outcome(findings=tuple(findings), oldest_age=MappingProxyType(oldest))
+    for name, at in zip(owner_names(tracked, rows), since, strict=True):
+        oldest[name] = max(now - at, oldest.get(name, 0.0))
+    leaked = [row for row, at in zip(rows, since, strict=True) if now - at >= min_age]
+
+    def finding(row: int) -> Finding:
+        track = tracked.track_at(row)
+        # Already in CLOSE_WAIT at tcpwatchd's first poll: the real age is unknown and larger.
+        lower_bound = track.preexisting and track.state_since == track.first_seen
+        details = (Detail("age_is_lower_bound", "yes"),) if lower_bound else ()
+        return connection_finding(
+            Kind.CLOSE_WAIT, tracked, table.socket(row), now - track.state_since, details
+        )
+
+    outcome = mass_outcome(Kind.CLOSE_WAIT, tracked, leaked, finding)
+    return Outcome(findings=outcome.findings, counts=outcome.counts, oldest_age=MappingProxyType(oldest))

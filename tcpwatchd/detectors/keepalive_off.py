@@ -15,16 +15,30 @@ never degraded.
 
 from __future__ import annotations
 
-from tcpwatchd.detectors.base import Context, Kind, Outcome, connection_finding, register
+from itertools import compress
+
+from tcpwatchd.detectors.base import (
+    Context,
+    Finding,
+    Kind,
+    Outcome,
+    connection_finding,
+    mass_outcome,
+    register,
+)
 from tcpwatchd.model import TcpState, TimerKind
 from tcpwatchd.tracker import TrackedPoll
 
 
 @register("keepalive_off")
 def detect_keepalive_off(tracked: TrackedPoll, ctx: Context) -> Outcome:
-    findings = []
-    for sock in tracked.snapshot.sockets:
-        if sock.state is TcpState.ESTABLISHED and sock.timer is TimerKind.OFF:
-            age = tracked.now - tracked.track_of(sock).first_seen
-            findings.append(connection_finding(Kind.KEEPALIVE_OFF, tracked, sock, age))
-    return Outcome(findings=tuple(findings))
+    table = tracked.snapshot.sockets
+    established = table.rows_in(TcpState.ESTABLISHED)
+    timers = table.column("timer")
+    rows = list(compress(established, map(TimerKind.OFF.__eq__, map(timers.__getitem__, established))))
+
+    def finding(row: int) -> Finding:
+        age = tracked.now - tracked.track_at(row).first_seen
+        return connection_finding(Kind.KEEPALIVE_OFF, tracked, table.socket(row), age)
+
+    return mass_outcome(Kind.KEEPALIVE_OFF, tracked, rows, finding)

@@ -18,7 +18,10 @@ connection is then provably abandoned. DESIGN.md "Definitions" is the contract:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import compress
+from types import MappingProxyType
 
 from tcpwatchd.detectors.base import (
     Context,
@@ -27,6 +30,7 @@ from tcpwatchd.detectors.base import (
     Kind,
     Outcome,
     connection_finding,
+    mass_outcome,
     peer_address,
     register,
 )
@@ -46,52 +50,80 @@ class Sighting:
 
 @register("phantom")
 def detect_phantom(tracked: TrackedPoll, ctx: Context) -> Outcome:
-    idle_limit = ctx.detect.phantom.idle_seconds
-    established = [s for s in tracked.snapshot.sockets if s.state is TcpState.ESTABLISHED]
-    newest = _newest_sightings(tracked)
-    findings = []
-    blind = 0
-    for sock in established:
-        if sock.tcp_info is None:
-            blind += 1
-            continue
-        idle = min(sock.tcp_info.last_data_recv_ms, sock.tcp_info.last_ack_recv_ms) / 1000.0
-        if idle < idle_limit:
-            continue
-        finding = _judge(tracked, sock, idle, newest)
-        if finding is not None:
-            findings.append(finding)
+    limit_ms = ctx.detect.phantom.idle_seconds * 1000.0
+    table = tracked.snapshot.sockets
+    established = table.rows_in(TcpState.ESTABLISHED)
+    data_ms = list(map(table.column("last_data_recv_ms").__getitem__, established))
+    ack_ms = list(map(table.column("last_ack_recv_ms").__getitem__, established))
+    blind = data_ms.count(-1)  # no tcp_info (the /proc source): idle time unknown
+    # Idle connections are usually few: find them in C before judging any.
+    idle_rows = list(compress(established, map(limit_ms.__le__, map(min, data_ms, ack_ms))))
     degraded = ""
     if blind:
         degraded = (
             f"{blind} ESTABLISHED sockets carry no tcp_info (source {tracked.snapshot.source}): "
             "their idle time is unknown, so they are not judged"
         )
-    return Outcome(findings=tuple(findings), degraded=degraded)
+    if not idle_rows:
+        return Outcome(degraded=degraded)
+    sockets = {row: table.socket(row) for row in idle_rows}
+    newest = _newest_sightings(tracked, {_service(sock) for sock in sockets.values()})
+    verdicts: dict[Kind, list[int]] = {Kind.PHANTOM: [], Kind.IDLE_SUSPECT: []}
+    for row, sock in sockets.items():
+        kind = _judge(tracked, row, sock, _idle_seconds(sock), newest)
+        if kind is not None:
+            verdicts[kind].append(row)
+
+    def finding(kind: Kind) -> Callable[[int], Finding]:
+        return lambda row: _finding(kind, tracked, sockets[row], newest)
+
+    phantoms = mass_outcome(Kind.PHANTOM, tracked, verdicts[Kind.PHANTOM], finding(Kind.PHANTOM))
+    suspects = mass_outcome(
+        Kind.IDLE_SUSPECT, tracked, verdicts[Kind.IDLE_SUSPECT], finding(Kind.IDLE_SUSPECT)
+    )
+    return Outcome(
+        findings=phantoms.findings + suspects.findings,
+        degraded=degraded,
+        counts=MappingProxyType({**(phantoms.counts or {}), **(suspects.counts or {})}),
+    )
+
+
+def _idle_seconds(sock: Socket) -> float:
+    info = sock.tcp_info
+    return min(info.last_data_recv_ms, info.last_ack_recv_ms) / 1000.0 if info else 0.0
+
+
+def _service(sock: Socket) -> ServiceKey:
+    return (peer_address(sock.remote_address), sock.local_port)
 
 
 def _judge(
-    tracked: TrackedPoll, sock: Socket, idle: float, newest: dict[ServiceKey, Sighting]
-) -> Finding | None:
-    track = tracked.track_of(sock)
-    last_received = tracked.now - idle
-    seen = newest.get((peer_address(sock.remote_address), sock.local_port))
-    if seen is not None and seen.poll > track.first_seen_poll and seen.at > last_received:
+    tracked: TrackedPoll, row: int, sock: Socket, idle: float, newest: dict[ServiceKey, Sighting]
+) -> Kind | None:
+    track = tracked.track_at(row)
+    seen = newest.get(_service(sock))
+    if seen is not None and seen.poll > track.first_seen_poll and seen.at > tracked.now - idle:
+        return Kind.PHANTOM
+    return Kind.IDLE_SUSPECT if sock.timer is TimerKind.OFF else None
+
+
+def _finding(kind: Kind, tracked: TrackedPoll, sock: Socket, newest: dict[ServiceKey, Sighting]) -> Finding:
+    idle = _idle_seconds(sock)
+    if kind is Kind.PHANTOM:
+        seen = newest[_service(sock)]
         details = (
             Detail("idle_seconds", round(idle, 1)),
             Detail("newer_connection_seen_seconds_ago", round(tracked.now - seen.at, 1)),
             Detail("keepalive", "on" if sock.timer is TimerKind.KEEPALIVE else "off"),
         )
         return connection_finding(Kind.PHANTOM, tracked, sock, idle, details)
-    if sock.timer is TimerKind.OFF:
-        return connection_finding(
-            Kind.IDLE_SUSPECT, tracked, sock, idle, (Detail("idle_seconds", round(idle, 1)),)
-        )
-    return None
+    return connection_finding(
+        Kind.IDLE_SUSPECT, tracked, sock, idle, (Detail("idle_seconds", round(idle, 1)),)
+    )
 
 
-def _newest_sightings(tracked: TrackedPoll) -> dict[ServiceKey, Sighting]:
-    """(peer address, local port) -> the newest connection tcpwatchd saw appear there.
+def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[ServiceKey, Sighting]:
+    """(peer address, local port) -> the newest connection tcpwatchd saw appear there, for `services`.
 
     Both the connections open now and those opened within the tracker's history (which may have closed
     since) count: a reconnect proves the peer came back even if it did not stay.
@@ -99,13 +131,19 @@ def _newest_sightings(tracked: TrackedPoll) -> dict[ServiceKey, Sighting]:
     newest: dict[ServiceKey, Sighting] = {}
 
     def see(key: ServiceKey, poll: int, at: float) -> None:
-        if key not in newest or newest[key].poll < poll:
+        if key in services and (key not in newest or newest[key].poll < poll):
             newest[key] = Sighting(poll, at)
 
-    for sock in tracked.snapshot.sockets:
-        if sock.state not in (TcpState.LISTEN, TcpState.CLOSE):
-            track = tracked.track_of(sock)
-            see((peer_address(sock.remote_address), sock.local_port), track.first_seen_poll, track.first_seen)
+    table = tracked.snapshot.sockets
+    peers = {peer for peer, _port in services}
+    remotes = table.column("remote_address")
+    # Only rows whose remote address is one of the peers' spellings (IPv4, or IPv4-mapped) are read.
+    spellings = {address for address in set(remotes) if peer_address(address) in peers}
+    ports, states = table.column("local_port"), table.column("state")
+    for row in compress(range(len(table)), map(spellings.__contains__, remotes)):
+        if states[row] not in (TcpState.LISTEN, TcpState.CLOSE):
+            track = tracked.track_at(row)
+            see((peer_address(remotes[row]), ports[row]), track.first_seen_poll, track.first_seen)
     for opened in tracked.recent_opened:
         see((peer_address(opened.remote_address), opened.local_port), opened.poll, opened.at)
     return newest

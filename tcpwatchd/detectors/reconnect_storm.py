@@ -64,11 +64,12 @@ def _bursts(openings: Iterable[Opened]) -> list[Burst]:
 def _listeners(tracked: TrackedPoll) -> dict[int, Owner]:
     """Local port -> the owner of a LISTEN socket on it (the service a storm hits)."""
     owners: dict[int, Owner] = {}
-    for sock in tracked.snapshot.sockets:
-        if sock.state is TcpState.LISTEN:
-            owner = tracked.owner_of(sock)
-            if owner is not None:
-                owners.setdefault(sock.local_port, owner)
+    table = tracked.snapshot.sockets
+    for row in table.rows_in(TcpState.LISTEN):
+        sock = table.socket(row)
+        owner = tracked.owner_of(sock)
+        if owner is not None:
+            owners.setdefault(sock.local_port, owner)
     return owners
 
 

@@ -11,22 +11,34 @@ which is also worth knowing.
 
 from __future__ import annotations
 
-from tcpwatchd.detectors.base import Context, Detail, Kind, Outcome, connection_finding, register
-from tcpwatchd.model import unread_bytes
+from tcpwatchd.detectors.base import (
+    Context,
+    Detail,
+    Finding,
+    Kind,
+    Outcome,
+    connection_finding,
+    mass_outcome,
+    register,
+)
 from tcpwatchd.tracker import TrackedPoll
 
 
 @register("stalled_receive")
 def detect_stalled_receive(tracked: TrackedPoll, ctx: Context) -> Outcome:
     min_age = ctx.detect.stalled_receive.min_age_seconds
-    findings = []
-    for sock in tracked.snapshot.sockets:
-        unread = unread_bytes(sock)
-        if unread <= 0:
-            continue
-        since = tracked.track_of(sock).unread_since
-        if since is None or tracked.now - since < min_age:
-            continue
-        details = (Detail("unread_bytes", unread), Detail("state", sock.state.label))
-        findings.append(connection_finding(Kind.STALLED_RECEIVE, tracked, sock, tracked.now - since, details))
-    return Outcome(findings=tuple(findings))
+    table, now = tracked.snapshot.sockets, tracked.now
+    rows = []
+    for row in table.unread_rows():
+        since = tracked.track_at(row).unread_since
+        if since is not None and now - since >= min_age:
+            rows.append(row)
+
+    def finding(row: int) -> Finding:
+        sock = table.socket(row)
+        since = tracked.track_at(row).unread_since
+        since = now if since is None else since
+        details = (Detail("unread_bytes", table.unread_bytes(row)), Detail("state", sock.state.label))
+        return connection_finding(Kind.STALLED_RECEIVE, tracked, sock, now - since, details)
+
+    return mass_outcome(Kind.STALLED_RECEIVE, tracked, rows, finding)

@@ -16,8 +16,18 @@ to blame, so they are left out.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import compress
 
-from tcpwatchd.detectors.base import Context, Detail, Kind, Outcome, connection_finding, register
+from tcpwatchd.detectors.base import (
+    Context,
+    Detail,
+    Finding,
+    Kind,
+    Outcome,
+    connection_finding,
+    mass_outcome,
+    register,
+)
 from tcpwatchd.model import Socket, TcpState, TimerKind
 from tcpwatchd.tracker import TrackedPoll
 
@@ -80,18 +90,21 @@ def retransmitting_seconds(sock: Socket) -> float | None:
 def detect_unresponsive_peer(tracked: TrackedPoll, ctx: Context) -> Outcome:
     min_retransmits = ctx.detect.unresponsive_peer.min_retransmits
     budget = give_up_from_sysctl(ctx.sysctl)
-    findings = []
-    for sock in tracked.snapshot.sockets:
-        if sock.state not in _JUDGED or not sock.inode:
-            continue
+    table = tracked.snapshot.sockets
+    states, inodes = table.column("state"), table.column("inode")
+    # Retransmitting sockets are few: find them in C, then judge each.
+    retransmitting = compress(range(len(table)), map(min_retransmits.__le__, table.column("retransmits")))
+    rows = [row for row in retransmitting if states[row] in _JUDGED and inodes[row]]
+
+    def finding(row: int) -> Finding:
+        sock = table.socket(row)
         retransmits = consecutive_retransmits(sock)
-        if retransmits < min_retransmits:
-            continue
         elapsed = retransmitting_seconds(sock)
         details = [Detail("retransmits", retransmits), Detail("kernel_gives_up_after_seconds", budget)]
         if elapsed is not None:
             details.append(Detail("kernel_gives_up_in_seconds", round(max(0.0, budget - elapsed), 1)))
         # Without tcp_info (the /proc fallback) when retransmission began is unknown: age 0, no guess.
         age = elapsed if elapsed is not None else 0.0
-        findings.append(connection_finding(Kind.UNRESPONSIVE_PEER, tracked, sock, age, tuple(details)))
-    return Outcome(findings=tuple(findings))
+        return connection_finding(Kind.UNRESPONSIVE_PEER, tracked, sock, age, tuple(details))
+
+    return mass_outcome(Kind.UNRESPONSIVE_PEER, tracked, rows, finding)

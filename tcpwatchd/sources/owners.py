@@ -19,7 +19,7 @@ import logging
 import os
 import pwd
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psutil
@@ -53,6 +53,7 @@ class OwnerCache:
         self._root = proc_root
         self._procs: dict[ProcKey, _Process] = {}
         self._last_inodes: frozenset[int] = frozenset()
+        self._last_list: Sequence[int] = ()
         self._last_pids: frozenset[str] = frozenset()
         self._last: Attribution | None = None
         self._full_rescan_seconds = full_rescan_seconds
@@ -61,12 +62,18 @@ class OwnerCache:
         self._ticks = os.sysconf("SC_CLK_TCK")
         self._boot = psutil.boot_time()
 
-    def attribute(self, inodes: Collection[int]) -> Attribution:
+    def attribute(self, inodes: Sequence[int]) -> Attribution:
         """Owners for the given socket inodes (0s ignored)."""
-        current = frozenset(i for i in inodes if i)
         pids = frozenset(_list_pids(self._root))
         now = time.monotonic()
         full = now >= self._next_full
+        if not full and self._last is not None and pids == self._last_pids and inodes == self._last_list:
+            # The very same sockets and processes as last poll (compared in C): read nothing.
+            stats = _stats(self._last.stats, self._last.owners, self._last_inodes, scanned=0)
+            self._last = Attribution(self._last.owners, stats)
+            return self._last
+        self._last_list = inodes
+        current = frozenset(inodes) - {0}
         if not full and self._last is not None and current <= self._last_inodes and pids == self._last_pids:
             # Nothing new: sockets only closed. Drop the closed ones, read nothing.
             owners = {i: o for i, o in self._last.owners.items() if i in current}
