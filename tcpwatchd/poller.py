@@ -12,12 +12,13 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tcpwatchd.config import Config
 from tcpwatchd.detectors.announce import Announcer
 from tcpwatchd.model import Owner, Snapshot, SourceStatus
 from tcpwatchd.report import Report, build_report
-from tcpwatchd.snapshot import Clock, SnapshotTaker, count_by_state_and_process, reuse_counts
+from tcpwatchd.snapshot import Clock, SnapshotTaker, count_by_state_and_process
 from tcpwatchd.sysctl.audit import SysctlReport
 from tcpwatchd.sysctl.enforce import SysctlPolicy
 from tcpwatchd.tracker import TrackedPoll, Tracker
@@ -83,7 +84,7 @@ class Poller:
         self._cfg = cfg
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
-        self._previous: tuple[Mapping[int, Owner], Mapping[tuple[str, str], int]] = ({}, {})
+        self._carry: tuple[Mapping[int, Owner], dict[str, Any]] = ({}, {})
 
     @property
     def config(self) -> Config:
@@ -105,16 +106,14 @@ class Poller:
         start = time.perf_counter()
         snapshot = self._taker.take()
         tracked = self._tracker.update(snapshot)
-        owners, counts = self._previous
-        if tracked.unchanged and snapshot.owners == owners:
-            reuse_counts(snapshot, counts)  # same sockets, states and owners: same counts
+        self._adopt(tracked)
         sysctl, status = self._sysctl()
         values = sysctl.values() if sysctl is not None else None
         report = build_report(tracked, self._cfg.detect, values)
         if self._announce:
             self._announcer.announce(report)
         counts = count_by_state_and_process(snapshot)
-        self._previous = snapshot.owners, counts
+        self._carry = snapshot.owners, snapshot.sockets.carried(("structure:", "owned:"))
         return PollResult(
             tracked=tracked,
             report=report,
@@ -122,6 +121,17 @@ class Poller:
             sysctl_status=status,
             duration_seconds=time.perf_counter() - start,
             socket_counts=counts,
+        )
+
+    def _adopt(self, tracked: TrackedPoll) -> None:
+        """What the last poll derived from its socket table's structure (rows by state, ...), and from
+        its owners (names per row, counts), holds for this poll too when both are unchanged."""
+        if not tracked.unchanged:
+            return
+        owners, memos = self._carry
+        same_owners = tracked.snapshot.owners == owners
+        tracked.snapshot.sockets.adopt(
+            {name: value for name, value in memos.items() if same_owners or name.startswith("structure:")}
         )
 
     def _sysctl(self) -> tuple[SysctlReport | None, SourceStatus | None]:

@@ -131,20 +131,15 @@ def count_by_state_and_process(snap: Snapshot) -> Mapping[tuple[str, str], int]:
     """(state label, owner name) -> sockets; "" for sockets no process holds. Done once per poll (and
     memoised on the snapshot's table), so that a scrape only renders it."""
     table = snap.sockets
-    result: Mapping[tuple[str, str], int] = table.memo(f"counts:{id(snap.owners)}", lambda: _count(snap))
+    result: Mapping[tuple[str, str], int] = table.memo("owned:counts", lambda: _count(snap))
     return result
 
 
-def reuse_counts(snap: Snapshot, counts: Mapping[tuple[str, str], int]) -> None:
-    """Give `snap` the counts of a previous poll known to have the same sockets, states and owners."""
-    snap.sockets.memo(f"counts:{id(snap.owners)}", lambda: counts)
-
-
 def _count(snap: Snapshot) -> Mapping[tuple[str, str], int]:
-    table = snap.sockets
-    names = {inode: owner.name for inode, owner in snap.owners.items()}
-    raw = Counter(zip(table.column("state"), map(names.get, table.column("inode")), strict=True))
+    from tcpwatchd.detectors.base import row_owner_names  # here: the detectors import this module
+
+    raw = Counter(zip(snap.sockets.column("state"), row_owner_names(snap), strict=True))
     counts: Counter[tuple[str, str]] = Counter()
     for (state, name), n in raw.items():
-        counts[(TcpState(state).label, name or "")] += n
+        counts[(TcpState(state).label, name)] += n
     return MappingProxyType(dict(counts))

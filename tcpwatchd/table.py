@@ -17,7 +17,7 @@ equals the previous poll's, `inherit` carries those derived values over instead 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from itertools import chain, compress
 from typing import Any, Protocol, overload
 
@@ -242,11 +242,12 @@ class SocketTable(Sequence[Socket]):
         the same sockets in the same order, and differ at most in queues, timers' expiry and tcp_info."""
         return tuple(self.column(name) for name in STRUCTURE)
 
-    def same_structure(self, other: SocketTable | None) -> bool:
-        return other is not None and other._n == self._n and self.structure() == other.structure()
+    def carried(self, prefixes: tuple[str, ...] = ("structure:",)) -> dict[str, Any]:
+        """The memos whose names start with one of `prefixes`: what a next poll may adopt."""
+        return {name: value for name, value in self._memo.items() if name.startswith(prefixes)}
 
-    def inherit(self, other: SocketTable) -> None:
-        """Take `other`'s structural memos (the caller checked `same_structure`)."""
-        for name, value in other._memo.items():
-            if name.startswith("structure:") and name not in self._memo:
-                self._memo[name] = value
+    def adopt(self, memos: Mapping[str, Any]) -> None:
+        """Take memos carried from a poll whose structure (and, for owner-derived ones, owners) the
+        caller has checked to be the same as this one's."""
+        for name, value in memos.items():
+            self._memo.setdefault(name, value)

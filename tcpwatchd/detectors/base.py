@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from tcpwatchd.config import DetectConfig
-from tcpwatchd.model import Owner, Socket
+from tcpwatchd.model import Snapshot, Socket
 from tcpwatchd.tracker import TrackedPoll
 
 
@@ -126,7 +126,7 @@ class Context:
 # A host can hold tens of thousands of sockets in one condition (every connection without keepalive, a
 # CLOSE_WAIT leak at its height). The gauges count them all; each poll names at most this many per kind and
 # process (in socket table order), so that a poll, its log lines and `snapshot` stay readable and cheap.
-LISTED_PER_PROCESS = 50
+LISTED_PER_PROCESS = 20
 
 
 class Detector(Protocol):
@@ -189,14 +189,21 @@ def endpoint(address: str, port: int | str) -> str:
 
 def owner_names(tracked: TrackedPoll, rows: Iterable[int]) -> list[str]:
     """The counted owner's name for each row ("" when no process holds the socket)."""
-    snap = tracked.snapshot
+    return list(map(row_owner_names(tracked.snapshot).__getitem__, rows))
+
+
+def row_owner_names(snap: Snapshot) -> list[str]:
+    """The counted owner's name of every row of the snapshot (memoised; "owned:" memos are carried to
+    the next poll when its sockets and owners are the same)."""
     table = snap.sockets
-    names: Mapping[int, str] = table.memo(f"names:{id(snap.owners)}", lambda: _names(snap.owners))
-    return [n or "" for n in map(names.get, map(table.column("inode").__getitem__, rows))]
+    names: list[str] = table.memo("owned:names", lambda: _row_names(snap))
+    return names
 
 
-def _names(owners: Mapping[int, Owner]) -> dict[int, str]:
-    return {inode: owner.name for inode, owner in owners.items()}
+def _row_names(snap: Snapshot) -> list[str]:
+    by_inode = {inode: owner.name for inode, owner in snap.owners.items()}
+    by_inode[0] = ""
+    return [name if name is not None else "" for name in map(by_inode.get, snap.sockets.column("inode"))]
 
 
 def listed_rows(names: Sequence[str], rows: Sequence[int]) -> list[int]:

@@ -27,15 +27,21 @@ from tcpwatchd.detectors.base import (
     register,
 )
 from tcpwatchd.model import TcpState, TimerKind
+from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import TrackedPoll
+
+
+def _rows(table: SocketTable) -> list[int]:
+    """ESTABLISHED rows with no timer (depends on states and timers only: carried while unchanged)."""
+    established = table.rows_in(TcpState.ESTABLISHED)
+    timers = table.column("timer")
+    return list(compress(established, map(TimerKind.OFF.__eq__, map(timers.__getitem__, established))))
 
 
 @register("keepalive_off")
 def detect_keepalive_off(tracked: TrackedPoll, ctx: Context) -> Outcome:
     table = tracked.snapshot.sockets
-    established = table.rows_in(TcpState.ESTABLISHED)
-    timers = table.column("timer")
-    rows = list(compress(established, map(TimerKind.OFF.__eq__, map(timers.__getitem__, established))))
+    rows: list[int] = table.memo("structure:keepalive_off", lambda: _rows(table))
 
     def finding(row: int) -> Finding:
         age = tracked.now - tracked.track_at(row).first_seen

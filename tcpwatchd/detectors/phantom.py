@@ -52,12 +52,14 @@ class Sighting:
 def detect_phantom(tracked: TrackedPoll, ctx: Context) -> Outcome:
     limit_ms = ctx.detect.phantom.idle_seconds * 1000.0
     table = tracked.snapshot.sockets
-    established = table.rows_in(TcpState.ESTABLISHED)
-    data_ms = list(map(table.column("last_data_recv_ms").__getitem__, established))
-    ack_ms = list(map(table.column("last_ack_recv_ms").__getitem__, established))
-    blind = data_ms.count(-1)  # no tcp_info (the /proc source): idle time unknown
+    data_ms, ack_ms = table.column("last_data_recv_ms"), table.column("last_ack_recv_ms")
+    states = table.column("state")
+    blind = 0
+    if -1 in data_ms:  # some sockets carry no tcp_info (TIME_WAIT ones; all from /proc)
+        blind = list(map(data_ms.__getitem__, table.rows_in(TcpState.ESTABLISHED))).count(-1)
     # Idle connections are usually few: find them in C before judging any.
-    idle_rows = list(compress(established, map(limit_ms.__le__, map(min, data_ms, ack_ms))))
+    idle = compress(range(len(table)), map(limit_ms.__le__, map(min, data_ms, ack_ms)))
+    idle_rows = [row for row in idle if states[row] == TcpState.ESTABLISHED]
     degraded = ""
     if blind:
         degraded = (

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import pytest
 
 from tcpwatchd.config import DetectConfig
 from tcpwatchd.detectors import Context, Finding, Kind, Outcome, Registered
 from tcpwatchd.detectors.announce import FINDING_LOGGER, HEALTH_LOGGER, Announcer
+from tcpwatchd.detectors.base import LISTED_PER_PROCESS
 from tcpwatchd.model import TcpState, TimerKind
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.tracker import TrackedPoll
@@ -93,12 +95,23 @@ def test_a_hostile_process_name_stays_on_one_escaped_line(caplog: pytest.LogCapt
 
 def test_many_new_findings_at_once_are_capped_per_kind(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    socks = [conn(remote_port=40000 + i) for i in range(30)]
+    socks = [conn(remote_port=40000 + i) for i in range(15)]
     new = Announcer(max_per_kind=5).announce(Scenario().report(0, socks, dict.fromkeys(socks, owner())))
-    assert len([f for f in new if f.kind is Kind.KEEPALIVE_OFF]) == 30
+    assert len([f for f in new if f.kind is Kind.KEEPALIVE_OFF]) == 15
     messages = [r.getMessage() for r in _records(caplog)]
     assert len([m for m in messages if m.startswith("new finding: keepalive_off")]) == 5
-    assert "25 more new keepalive_off findings not logged one by one (see `tcpwatchd snapshot`)" in messages
+    assert "10 more new keepalive_off findings not logged one by one (see `tcpwatchd snapshot`)" in messages
+
+
+def test_a_mass_condition_is_counted_whole_and_listed_per_process() -> None:
+    """60 connections without keepalive in two processes: the gauges count all 60, the report names
+    LISTED_PER_PROCESS of each process, and the log does not grow with the host."""
+    socks = [conn(remote_port=40000 + i) for i in range(60)]
+    owners = {s: owner(f"app{i % 2}", pid=1 + i % 2) for i, s in enumerate(socks)}
+    report = Scenario().report(0, socks, owners)
+    assert {s.process: s.count(Kind.KEEPALIVE_OFF) for s in report.processes} == {"app0": 30, "app1": 30}
+    listed = Counter(f.process for f in report.of_kind(Kind.KEEPALIVE_OFF))
+    assert listed == {"app0": LISTED_PER_PROCESS, "app1": LISTED_PER_PROCESS}
 
 
 def _report(tracked: TrackedPoll, run: Registered) -> Report:
