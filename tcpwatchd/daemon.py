@@ -160,7 +160,7 @@ class Daemon:
     def _poll(self) -> None:
         result: PollResult = self._poller.poll()
         self._durations.observe(result.duration_seconds)
-        self._latest.publish(result)
+        self._latest.publish(result.retained())
 
     def _reload(self) -> bool:
         self._notifier.send(
@@ -192,7 +192,7 @@ class Daemon:
             return "starting"
         snap = result.snapshot
         return (
-            f"{len(snap.sockets)} sockets, {len(result.report.findings)} findings, "
+            f"{result.socket_total} sockets, {len(result.report.findings)} findings, "
             f"last poll {result.duration_seconds * 1000:.0f} ms via {snap.source}"
         )
 

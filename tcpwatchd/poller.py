@@ -11,7 +11,7 @@ import gc
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tcpwatchd.config import Config
@@ -21,6 +21,7 @@ from tcpwatchd.report import Report, build_report
 from tcpwatchd.snapshot import Clock, SnapshotTaker, count_by_state_and_process
 from tcpwatchd.sysctl.audit import SysctlReport
 from tcpwatchd.sysctl.enforce import SysctlPolicy
+from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import TrackedPoll, Tracker
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,18 @@ class PollResult:
     @property
     def snapshot(self) -> Snapshot:
         return self.tracked.snapshot
+
+    @property
+    def socket_total(self) -> int:
+        return sum(self.socket_counts.values())
+
+    def retained(self) -> PollResult:
+        """This result without its socket table: what the daemon keeps for scrapes between polls.
+
+        Everything /metrics renders is here (counts, report, sources, counters); the table is the bulk
+        of a poll's memory (the raw dump), and keeping it would hold two polls' worth during the next."""
+        snapshot = replace(self.tracked.snapshot, sockets=SocketTable())
+        return replace(self, tracked=replace(self.tracked, snapshot=snapshot))
 
 
 # A poll allocates about ten objects per socket, all acyclic (frozen dataclasses, tuples, strings), which

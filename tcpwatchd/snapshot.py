@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -54,7 +55,16 @@ class SnapshotTaker:
 
     def take(self) -> Snapshot:
         statuses: list[SourceStatus] = []
-        source, sockets = self._sockets(statuses)
+        prefetch = None
+        if self._owners.needs_full_scan():
+            # The full fd scan overlaps the socket dump (see OwnerCache.prefetch).
+            prefetch = threading.Thread(target=self._owners.prefetch, name="tcpwatchd-fd-scan", daemon=True)
+            prefetch.start()
+        try:
+            source, sockets = self._sockets(statuses)
+        finally:
+            if prefetch is not None:
+                prefetch.join()
         attribution = self._timed(
             "owners", statuses, lambda: self._owners.attribute(sockets.column("inode"))
         ) or Attribution(MappingProxyType({}), AttributionStats())

@@ -164,6 +164,8 @@ class _Rebuild:
     def run(self, opened: list[Opened]) -> dict[Key, Track]:
         table = self.snap.sockets
         keys, states, inodes = table.column("key"), table.column("state"), table.column("inode")
+        if self.first and keys and isinstance(keys[0], int):
+            return self._baseline(keys, states)
         old_get = self.tracker._tracks.get
         unread, now = self.unread, self.now
         requests = self.tracker._requests
@@ -187,6 +189,14 @@ class _Rebuild:
         self.tracker._requests = {
             four_tuple(table.socket(row)): keys[row] for row in table.rows_in(TcpState.SYN_RECV)
         }
+        return new
+
+    def _baseline(self, keys: list[Any], states: list[int]) -> dict[Key, Track]:
+        """The first poll, with cookie identities: one shared Track per state, assigned in C."""
+        by_state = {state: self._shared(state, False, 0) for state in set(states)}
+        new = dict(zip(keys, map(by_state.__getitem__, states), strict=True))
+        for key in self.unread:
+            new[key] = self._shared(new[key].state, True, 0)
         return new
 
     def _start(

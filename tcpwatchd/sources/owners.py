@@ -54,6 +54,8 @@ class OwnerCache:
         self._procs: dict[ProcKey, _Process] = {}
         self._last_inodes: frozenset[int] = frozenset()
         self._last_list: Sequence[int] = ()
+        self._prefetched = False  # fd tables read by prefetch() for the coming attribute()
+        self._prefetch_stats = AttributionStats()
         self._last_pids: frozenset[str] = frozenset()
         self._last: Attribution | None = None
         self._full_rescan_seconds = full_rescan_seconds
@@ -61,6 +63,27 @@ class OwnerCache:
         self._users: dict[int, str] = {}
         self._ticks = os.sysconf("SC_CLK_TCK")
         self._boot = psutil.boot_time()
+
+    def needs_full_scan(self) -> bool:
+        return time.monotonic() >= self._next_full
+
+    def prefetch(self) -> None:
+        """Read every fd table now, so that the next `attribute` only catches up on what changed since.
+
+        The poll runs this in a thread while netlink dumps the sockets: both are mostly kernel time
+        (readlink, recv) spent outside the GIL, so on two cores the full scan costs little extra.
+        Never raises: a failure leaves the full scan to `attribute`.
+        """
+        try:
+            self._procs.clear()
+            self._prefetch_stats = self._scan(_list_pids(self._root), frozenset())
+        except Exception as e:  # the thread has no caller to raise to; attribute() rescans
+            log.debug("fd table prefetch failed: %s", e)
+            self._procs.clear()
+            return
+        self._next_full = time.monotonic() + self._full_rescan_seconds
+        self._last = None
+        self._prefetched = True
 
     def attribute(self, inodes: Sequence[int]) -> Attribution:
         """Owners for the given socket inodes (0s ignored)."""
@@ -74,6 +97,16 @@ class OwnerCache:
             return self._last
         self._last_list = inodes
         current = frozenset(inodes) - {0}
+        if self._prefetched:
+            # Read during this poll's dump: use as is. A socket opened in between is unowned until the
+            # next poll, which sees an inode it does not know and catches up.
+            self._prefetched = False
+            owners = self._owners(current)
+            stats = _stats(
+                self._prefetch_stats, owners, current, scanned=self._prefetch_stats.processes_scanned
+            )
+            self._last, self._last_inodes, self._last_pids = Attribution(owners, stats), current, pids
+            return self._last
         if not full and self._last is not None and current <= self._last_inodes and pids == self._last_pids:
             # Nothing new: sockets only closed. Drop the closed ones, read nothing.
             owners = {i: o for i, o in self._last.owners.items() if i in current}
@@ -162,20 +195,12 @@ class OwnerCache:
         return name
 
     def _refresh_fds(self, pid_s: str, proc: _Process, current: frozenset[int]) -> None:
-        fd_dir = f"{self._root}/{pid_s}/fd"
-        names = os.listdir(fd_dir)
-        old = proc.fds
-        fds: dict[str, int] = {}
-        for name in names:
-            inode = old.get(name)
-            # Re-read an fd we have not seen, or whose socket left the table (the number may be reused).
-            if inode is None or (inode and inode not in current):
-                try:
-                    inode = socket_inode(os.readlink(f"{fd_dir}/{name}"))
-                except FileNotFoundError:
-                    continue  # closed between listdir and readlink
-            fds[name] = inode
-        proc.fds = fds
+        # Through a directory fd: readlink then resolves one name, not the whole /proc/<pid>/fd path.
+        dir_fd = os.open(f"{self._root}/{pid_s}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            proc.fds = _read_fds(dir_fd, proc.fds, current)
+        finally:
+            os.close(dir_fd)
 
     def _owners(self, current: frozenset[int]) -> dict[int, Owner]:
         """inode -> oldest holder: a socket shared after fork is counted once, under its parent."""
@@ -190,6 +215,21 @@ class OwnerCache:
                     ):
                         best[inode] = proc
         return {inode: proc.owner for inode, proc in best.items()}
+
+
+def _read_fds(dir_fd: int, old: Mapping[str, int], current: frozenset[int]) -> dict[str, int]:
+    fds: dict[str, int] = {}
+    readlink = os.readlink
+    for name in os.listdir(dir_fd):
+        inode = old.get(name)
+        # Re-read an fd we have not seen, or whose socket left the table (the number may be reused).
+        if inode is None or (inode and inode not in current):
+            try:
+                inode = socket_inode(readlink(name, dir_fd=dir_fd))
+            except FileNotFoundError:
+                continue  # closed between listdir and readlink
+        fds[name] = inode
+    return fds
 
 
 def _list_pids(root: str) -> list[str]:

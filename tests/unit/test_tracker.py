@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from tcpwatchd.model import TcpState
+from dataclasses import replace
+
+from tcpwatchd.model import Socket, TcpState
 from tcpwatchd.tracker import Tracker, connection_key
 from tests.support.builders import owner, snapshot, sock
 
@@ -111,3 +113,34 @@ def test_unowned_opening_counts_under_the_listener_of_its_port() -> None:
     view = t.update(snapshot(10.0, [listen, pending, client], {5: owner(7, "api")}))
     assert sorted((o.process, o.pid) for o in view.opened) == [("", 0), ("api", 7)]
     assert view.opened_totals == {"api": 1, "": 1}
+
+
+def _cookie_sock(cookie: int, state: TcpState = EST, remote_port: int = 40000, inode: int = 9) -> Socket:
+    return replace(sock(state, remote=("198.18.0.2", remote_port), inode=inode), cookie=cookie)
+
+
+def test_an_unchanged_poll_reuses_every_track_without_a_pass() -> None:
+    t = Tracker()
+    socks = [_cookie_sock(1), _cookie_sock(2, remote_port=40001, inode=10)]
+    a = t.update(snapshot(0.0, socks))
+    b = t.update(snapshot(10.0, socks))
+    assert b.unchanged and not a.unchanged
+    assert dict(a.tracks) == dict(b.tracks) and b.opened == () and b.closed == 0
+    c = t.update(snapshot(20.0, [socks[0], _cookie_sock(2, CW, remote_port=40001, inode=10)]))
+    assert not c.unchanged and c.tracks[2].state is CW and c.tracks[2].state_since == 20.0
+
+
+def test_first_poll_tracks_are_shared_per_state() -> None:
+    view = Tracker().update(snapshot(0.0, [_cookie_sock(i, remote_port=40000 + i) for i in range(1, 50)]))
+    assert len({id(track) for track in view.tracks.values()}) == 1
+
+
+def test_an_accepted_handshake_continues_the_request_sockets_track() -> None:
+    """The kernel's request socket and the accepted socket have different cookies: one connection."""
+    t = Tracker()
+    t.update(snapshot(0.0, []))
+    t.update(snapshot(10.0, [_cookie_sock(7, TcpState.SYN_RECV, inode=0)]))
+    view = t.update(snapshot(20.0, [_cookie_sock(8, EST, inode=12)]))
+    assert view.opened == ()
+    assert view.opened_totals == {"": 1}
+    assert view.tracks[8].first_seen == 10.0 and view.tracks[8].state_since == 20.0
