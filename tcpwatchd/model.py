@@ -225,6 +225,19 @@ class Snapshot:
         return self.owners.get(sock.inode) if sock.inode else None
 
 
+def consecutive_retransmits(sock: Socket) -> int:
+    """tcp_info's counter when netlink gave it; else /proc's, which means retransmits only for timer 1."""
+    if sock.tcp_info is not None:
+        return sock.tcp_info.retransmits
+    return header_retransmits(sock.retrans, sock.timer)
+
+
+def header_retransmits(retrans: int, timer: int) -> int:
+    """idiag_retrans / /proc `retrnsmt` counts RTO retransmissions only while the retransmit timer runs
+    (for the probe timers it counts probes)."""
+    return retrans if timer == TimerKind.RETRANSMIT else 0
+
+
 def unread_bytes(sock: Socket) -> int:
     """Bytes of data waiting in the receive queue that the application has not read.
 
@@ -232,8 +245,11 @@ def unread_bytes(sock: Socket) -> int:
     state an unread FIN adds 1, which is not data: tcp_close() also discounts it before deciding to send
     RST (net/ipv4/tcp.c). For LISTEN the figure is the accept backlog, not data.
     """
-    if sock.state is TcpState.LISTEN or sock.rqueue <= 0:
+    return queued_data(sock.state, sock.rqueue)
+
+
+def queued_data(state: int, rqueue: int) -> int:
+    """`unread_bytes` from the two fields it depends on (for code that holds columns, not Sockets)."""
+    if state == TcpState.LISTEN or rqueue <= 0:
         return 0
-    if sock.state in POST_FIN_STATES:
-        return sock.rqueue - 1
-    return sock.rqueue
+    return rqueue - 1 if state in POST_FIN_STATES else rqueue

@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from itertools import chain, compress
 from typing import Any, Protocol, overload
 
-from tcpwatchd.model import POST_FIN_STATES, Socket, TcpState, TimerKind
+from tcpwatchd.model import Socket, TcpState, consecutive_retransmits, queued_data
 
 # The identity of a connection across polls: the kernel's socket cookie (sock_diag), which a socket keeps
 # when it is orphaned or becomes TIME_WAIT; or, from /proc, the 4-tuple plus the inode for unconnected
@@ -52,7 +52,10 @@ COLUMNS = frozenset(
     }
 )
 STRUCTURE = ("key", "state", "inode", "timer")
-_UNCONNECTED = frozenset({TcpState.LISTEN, TcpState.CLOSE})
+# Not connections: they share local addresses (so their identity carries the inode), and one first
+# seen after start is not an opening.
+UNCONNECTED = frozenset({TcpState.LISTEN, TcpState.CLOSE})
+ConnKey = tuple[int, str, int, str, int, int]
 
 
 class Part(Protocol):
@@ -65,16 +68,12 @@ class Part(Protocol):
 
 def object_key(sock: Socket) -> Key:
     """The cookie when the source gave one; else the 4-tuple (+ inode for LISTEN/CLOSE sockets)."""
-    if sock.cookie is not None:
-        return sock.cookie
-    inode = sock.inode if sock.state in _UNCONNECTED else 0
+    return sock.cookie if sock.cookie is not None else four_tuple(sock)
+
+
+def four_tuple(sock: Socket) -> ConnKey:
+    inode = sock.inode if sock.state in UNCONNECTED else 0
     return (sock.family, sock.local_address, sock.local_port, sock.remote_address, sock.remote_port, inode)
-
-
-def _consecutive_retransmits(sock: Socket) -> int:
-    if sock.tcp_info is not None:
-        return sock.tcp_info.retransmits
-    return sock.retrans if sock.timer is TimerKind.RETRANSMIT else 0
 
 
 _OBJECT_COLUMNS: dict[str, Callable[[Socket], Any]] = {
@@ -92,7 +91,7 @@ _OBJECT_COLUMNS: dict[str, Callable[[Socket], Any]] = {
     "inode": lambda s: s.inode,
     "expires": lambda s: s.timer_expires_ms,
     "key": object_key,
-    "retransmits": _consecutive_retransmits,
+    "retransmits": consecutive_retransmits,
     "last_data_recv_ms": lambda s: s.tcp_info.last_data_recv_ms if s.tcp_info else -1,
     "last_ack_recv_ms": lambda s: s.tcp_info.last_ack_recv_ms if s.tcp_info else -1,
 }
@@ -222,20 +221,11 @@ class SocketTable(Sequence[Socket]):
 
     def _unread_rows(self) -> list[int]:
         rqueue, states = self.column("rqueue"), self.column("state")
-        out = []
-        for i in compress(range(self._n), rqueue):  # rqueue > 0 only: usually a handful
-            st = states[i]
-            if st == TcpState.LISTEN or (st in POST_FIN_STATES and rqueue[i] <= 1):
-                continue
-            out.append(i)
-        return out
+        # rqueue > 0 only, found in C: usually a handful.
+        return [i for i in compress(range(self._n), rqueue) if queued_data(states[i], rqueue[i]) > 0]
 
     def unread_bytes(self, i: int) -> int:
-        rq: int = self.column("rqueue")[i]
-        st: int = self.column("state")[i]
-        if st == TcpState.LISTEN or rq <= 0:
-            return 0
-        return rq - 1 if st in POST_FIN_STATES else rq
+        return queued_data(self.column("state")[i], self.column("rqueue")[i])
 
     def structure(self) -> tuple[list[Any], ...]:
         """Identity keys, states, inodes and timers, in row order: two polls with equal structures have

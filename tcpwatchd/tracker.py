@@ -27,24 +27,14 @@ from types import MappingProxyType
 from typing import Any
 
 from tcpwatchd.model import Owner, Snapshot, Socket, TcpState
-from tcpwatchd.table import Key, object_key
+from tcpwatchd.table import UNCONNECTED, ConnKey, Key, four_tuple, object_key
 
-ConnKey = tuple[int, str, int, str, int, int]
-
-# Not connections: they share local addresses (so their identity carries the inode), and one first
-# seen after start is not an opening.
-_UNCONNECTED = frozenset({TcpState.LISTEN, TcpState.CLOSE})
 _ENDED = frozenset({TcpState.TIME_WAIT, TcpState.CLOSE})
 
 
 def connection_key(sock: Socket) -> Key:
     """The identity of a socket across polls (see the module docstring)."""
     return object_key(sock)
-
-
-def four_tuple(sock: Socket) -> ConnKey:
-    inode = sock.inode if sock.state in _UNCONNECTED else 0
-    return (sock.family, sock.local_address, sock.local_port, sock.remote_address, sock.remote_port, inode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +202,7 @@ class _Rebuild:
         own_inode = 0 if isinstance(key, int) else inode  # cookies are never reused
         if self.first:
             return self._shared(state, is_unread, own_inode)
-        if state in _UNCONNECTED:
+        if state in UNCONNECTED:
             return self._shared(state, is_unread, own_inode)
         sock = self.snap.sockets.socket(row)
         handshake = requests.get(four_tuple(sock)) if requests else None

@@ -28,7 +28,7 @@ from tcpwatchd.detectors.base import (
     mass_outcome,
     register,
 )
-from tcpwatchd.model import Socket, TcpState, TimerKind
+from tcpwatchd.model import Socket, TcpState, consecutive_retransmits
 from tcpwatchd.tracker import TrackedPoll
 
 TCP_RTO_MIN_MS = 200  # include/net/tcp.h: TCP_RTO_MIN ((unsigned)(HZ / 5))
@@ -61,13 +61,6 @@ def give_up_from_sysctl(sysctl: Mapping[str, int]) -> float:
         sysctl.get("net.ipv4.tcp_retries2", DEFAULT_RETRIES2),
         sysctl.get("net.ipv4.tcp_rto_max_ms", TCP_RTO_MAX_MS),
     )
-
-
-def consecutive_retransmits(sock: Socket) -> int:
-    """tcp_info's counter when netlink gave it; else /proc's, which means retransmits only for timer 1."""
-    if sock.tcp_info is not None:
-        return sock.tcp_info.retransmits
-    return sock.retrans if sock.timer is TimerKind.RETRANSMIT else 0
 
 
 def retransmitting_seconds(sock: Socket) -> float | None:

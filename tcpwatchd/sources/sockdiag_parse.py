@@ -25,7 +25,7 @@ from itertools import compress, count
 from typing import Any, TypeVar
 
 from tcpwatchd.errors import ParseError
-from tcpwatchd.model import Family, Socket, TcpInfo, TcpState, TimerKind
+from tcpwatchd.model import Family, Socket, TcpInfo, TcpState, TimerKind, header_retransmits
 
 SOCK_DIAG_BY_FAMILY = 20  # linux/sock_diag.h
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3  # linux/netlink.h
@@ -358,8 +358,7 @@ class RawPart:
         if name == "retransmits":
             if self.info_at >= 0:
                 return self._u8(self.info_at + _INFO_RETRANSMITS)
-            timers = self._u8(18)
-            return [r if t == TimerKind.RETRANSMIT else 0 for r, t in zip(self._u8(19), timers, strict=True)]
+            return list(map(header_retransmits, self._u8(19), self._u8(18)))
         if name in ("last_data_recv_ms", "last_ack_recv_ms"):
             if self.info_at < 0:
                 return [-1] * self.count
