@@ -145,9 +145,20 @@ def count_by_state_and_process(snap: Snapshot) -> Mapping[tuple[str, str], int]:
     return result
 
 
-def _count(snap: Snapshot) -> Mapping[tuple[str, str], int]:
-    from tcpwatchd.detectors.base import row_owner_names  # here: the detectors import this module
+def row_owner_names(snap: Snapshot) -> list[str]:
+    """The counted owner's name of every row of the snapshot, "" when no process holds the socket
+    (memoised; "owned:" memos are carried to the next poll when its sockets and owners are the same)."""
+    names: list[str] = snap.sockets.memo("owned:names", lambda: _row_names(snap))
+    return names
 
+
+def _row_names(snap: Snapshot) -> list[str]:
+    by_inode = {inode: owner.name for inode, owner in snap.owners.items()}
+    by_inode[0] = ""
+    return [name if name is not None else "" for name in map(by_inode.get, snap.sockets.column("inode"))]
+
+
+def _count(snap: Snapshot) -> Mapping[tuple[str, str], int]:
     raw = Counter(zip(snap.sockets.column("state"), row_owner_names(snap), strict=True))
     counts: Counter[tuple[str, str]] = Counter()
     for (state, name), n in raw.items():

@@ -16,7 +16,8 @@ from types import MappingProxyType
 from typing import Protocol
 
 from tcpwatchd.config import DetectConfig
-from tcpwatchd.model import Snapshot, Socket
+from tcpwatchd.model import Socket
+from tcpwatchd.snapshot import row_owner_names
 from tcpwatchd.tracker import TrackedPoll
 
 
@@ -190,20 +191,6 @@ def endpoint(address: str, port: int | str) -> str:
 def owner_names(tracked: TrackedPoll, rows: Iterable[int]) -> list[str]:
     """The counted owner's name for each row ("" when no process holds the socket)."""
     return list(map(row_owner_names(tracked.snapshot).__getitem__, rows))
-
-
-def row_owner_names(snap: Snapshot) -> list[str]:
-    """The counted owner's name of every row of the snapshot (memoised; "owned:" memos are carried to
-    the next poll when its sockets and owners are the same)."""
-    table = snap.sockets
-    names: list[str] = table.memo("owned:names", lambda: _row_names(snap))
-    return names
-
-
-def _row_names(snap: Snapshot) -> list[str]:
-    by_inode = {inode: owner.name for inode, owner in snap.owners.items()}
-    by_inode[0] = ""
-    return [name if name is not None else "" for name in map(by_inode.get, snap.sockets.column("inode"))]
 
 
 def listed_rows(names: Sequence[str], rows: Sequence[int]) -> list[int]:

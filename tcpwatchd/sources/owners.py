@@ -97,16 +97,6 @@ class OwnerCache:
             return self._last
         self._last_list = inodes
         current = frozenset(inodes) - {0}
-        if self._prefetched:
-            # Read during this poll's dump: use as is. A socket opened in between is unowned until the
-            # next poll, which sees an inode it does not know and catches up.
-            self._prefetched = False
-            owners = self._owners(current)
-            stats = _stats(
-                self._prefetch_stats, owners, current, scanned=self._prefetch_stats.processes_scanned
-            )
-            self._last, self._last_inodes, self._last_pids = Attribution(owners, stats), current, pids
-            return self._last
         if not full and self._last is not None and current <= self._last_inodes and pids == self._last_pids:
             # Nothing new: sockets only closed. Drop the closed ones, read nothing.
             owners = {i: o for i, o in self._last.owners.items() if i in current}
@@ -116,7 +106,14 @@ class OwnerCache:
         if full:
             self._procs.clear()  # fd numbers reused while the old socket lived on are caught here
             self._next_full = now + self._full_rescan_seconds
-        stats = self._scan(pids, current)
+        if self._prefetched:
+            # Read during this poll's dump (prefetch also reset _last, so nothing above returned): use as
+            # is. A socket opened in between is unowned until the next poll, which sees an inode it does
+            # not know and catches up.
+            self._prefetched = False
+            stats = self._prefetch_stats
+        else:
+            stats = self._scan(pids, current)
         owners = self._owners(current)
         stats = _stats(stats, owners, current, scanned=stats.processes_scanned)
         self._last, self._last_inodes, self._last_pids = Attribution(owners, stats), current, pids

@@ -167,8 +167,3 @@ def _ends_dump(buf: mmap.mmap, start: int, end: int) -> bool:
         return False
     mlen, mtype, _flags, _seq, _pid = NLMSGHDR.unpack_from(buf, end - NLMSGHDR.size - 4)
     return bool(mtype == NLMSG_DONE and mlen == NLMSGHDR.size + 4)
-
-
-def dump_tcp_sockets(timeout: float = 5.0) -> SockDiagDump:
-    """Every TCP socket (IPv4 then IPv6) of this process's network namespace, with a fresh reader."""
-    return SockDiagReader(timeout).dump()

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from tcpwatchd.errors import ParseError
 from tcpwatchd.model import Family, Socket, TcpInfo, TcpState, TimerKind, header_retransmits
+from tcpwatchd.table import ObjectPart
 
 SOCK_DIAG_BY_FAMILY = 20  # linux/sock_diag.h
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3  # linux/netlink.h
@@ -258,7 +259,7 @@ def _walk_attributes(data: bytes | memoryview, start: int, mend: int, cache: Dec
 # a socket with an extra attribute) are copied into one buffer per length and decoded the same way.
 
 _DONE_TAIL = NLMSGHDR.size + ERRNO.size  # NLMSG_DONE carries a negative errno (0 on success)
-_TW_FAMILY_OFF = 16  # inet_diag_msg fields, as byte offsets from the start of the netlink message
+_FAMILY_OFF = 16  # inet_diag_msg fields, as byte offsets from the start of the netlink message
 _INFO_RETRANSMITS, _INFO_LAST_DATA_RECV, _INFO_LAST_ACK_RECV = 2, 52, 56  # offsets in struct tcp_info
 
 
@@ -377,7 +378,7 @@ def _be16(hi: int, lo: int) -> int:
     return hi << 8 | lo
 
 
-_RAW_U8 = {"family": _TW_FAMILY_OFF, "state": 17, "timer": 18, "retrans": 19}
+_RAW_U8 = {"family": _FAMILY_OFF, "state": 17, "timer": 18, "retrans": 19}
 _RAW_U32 = {"expires": 68, "rqueue": 72, "wqueue": 76, "uid": 80, "inode": 84}
 
 
@@ -398,8 +399,6 @@ def parse_bulk(data: memoryview, family: int, cache: AddressCache) -> BulkDump:
     walked one by one and grouped by length. Raises NetlinkError for an error reply, ParseError
     (line_no = byte offset) for broken framing.
     """
-    from tcpwatchd.table import ObjectPart  # here: table imports the model, which this module also does
-
     walk = _Walk(data)
     parts: list[Any] = []
     skip = 1  # after a short run, how many messages to walk before looking for a run again
