@@ -111,8 +111,8 @@ class Poller:
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=self._proc_root)
 
     def poll(self) -> PollResult:
-        with _cyclic_gc_paused(self._polls):
-            self._polls += 1
+        self._polls += 1
+        with _cyclic_gc_paused(self._polls):  # the first full collection after poll 30, not poll 1
             return self._poll()
 
     def _poll(self) -> PollResult:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from itertools import repeat
+from operator import attrgetter
 from types import MappingProxyType
 from typing import TypeVar
 
 from tcpwatchd.config import DaemonConfig
-from tcpwatchd.model import AttributionStats, Snapshot, SourceStatus, TcpState
+from tcpwatchd.model import AttributionStats, Owner, Snapshot, SourceStatus, TcpState
 from tcpwatchd.sources import (
     ProcNetSource,
     SockDiagSource,
@@ -55,16 +56,13 @@ class SnapshotTaker:
 
     def take(self) -> Snapshot:
         statuses: list[SourceStatus] = []
-        prefetch = None
-        if self._owners.needs_full_scan():
-            # The full fd scan overlaps the socket dump (see OwnerCache.prefetch).
-            prefetch = threading.Thread(target=self._owners.prefetch, name="tcpwatchd-fd-scan", daemon=True)
-            prefetch.start()
+        # The full fd scan overlaps the socket dump (see OwnerCache.start_full_scan).
+        scan = self._owners.start_full_scan() if self._owners.needs_full_scan() else None
         try:
             source, sockets = self._sockets(statuses)
         finally:
-            if prefetch is not None:
-                prefetch.join()
+            if scan is not None:
+                scan.finish()
         attribution = self._timed(
             "owners", statuses, lambda: self._owners.attribute(sockets.column("inode"))
         ) or Attribution(MappingProxyType({}), AttributionStats())
@@ -152,10 +150,16 @@ def row_owner_names(snap: Snapshot) -> list[str]:
     return names
 
 
+_NOBODY = Owner(pid=0, name="", start_time=0.0, user="")
+_NAME = attrgetter("name")
+
+
 def _row_names(snap: Snapshot) -> list[str]:
-    by_inode = {inode: owner.name for inode, owner in snap.owners.items()}
-    by_inode[0] = ""
-    return [name if name is not None else "" for name in map(by_inode.get, snap.sockets.column("inode"))]
+    # Two passes in C; inode 0 (a socket no fd holds) is never a key of `owners`. On a dict: get on a
+    # mappingproxy is a method lookup per row, and its copy() is a cheap dict copy.
+    owners = snap.owners
+    get = owners.copy().get if isinstance(owners, MappingProxyType) else owners.get
+    return list(map(_NAME, map(get, snap.sockets.column("inode"), repeat(_NOBODY))))
 
 
 def _count(snap: Snapshot) -> Mapping[tuple[str, str], int]:

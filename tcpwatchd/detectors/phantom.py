@@ -57,9 +57,11 @@ def detect_phantom(tracked: TrackedPoll, ctx: Context) -> Outcome:
     blind = 0
     if -1 in data_ms:  # some sockets carry no tcp_info (TIME_WAIT ones; all from /proc)
         blind = list(map(data_ms.__getitem__, table.rows_in(TcpState.ESTABLISHED))).count(-1)
-    # Idle connections are usually few: find them in C before judging any.
-    idle = compress(range(len(table)), map(limit_ms.__le__, map(min, data_ms, ack_ms)))
-    idle_rows = [row for row in idle if states[row] == TcpState.ESTABLISHED]
+    # Idle connections are usually few, often none: find them in C before judging any.
+    idle_rows: list[int] = []
+    if max(data_ms, default=-1) >= limit_ms and max(ack_ms, default=-1) >= limit_ms:
+        quiet = compress(range(len(table)), map(limit_ms.__le__, data_ms))
+        idle_rows = [row for row in quiet if ack_ms[row] >= limit_ms and states[row] == TcpState.ESTABLISHED]
     degraded = ""
     if blind:
         degraded = (

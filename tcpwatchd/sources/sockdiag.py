@@ -17,9 +17,11 @@ import itertools
 import mmap
 import socket
 import struct
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from tcpwatchd.errors import SourceUnavailable
 from tcpwatchd.sources.sockdiag_parse import (
@@ -35,6 +37,7 @@ from tcpwatchd.sources.sockdiag_parse import (
 )
 from tcpwatchd.table import SocketTable
 
+T = TypeVar("T")
 NETLINK_SOCK_DIAG = 4  # linux/netlink.h
 NLM_F_REQUEST, NLM_F_ROOT, NLM_F_MATCH = 0x1, 0x100, 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
@@ -93,23 +96,34 @@ class SockDiagReader:
         self._sizes: dict[int, int] = {}
 
     def dump(self) -> SockDiagDump:
-        """IPv4 then IPv6. Raises SourceUnavailable when sock_diag cannot be used here, NetlinkError (an
-        OSError) for a failed dump, TimeoutError when the kernel stops answering."""
-        parts: list[Any] = []
-        notes: list[str] = []
-        skipped = 0
-        with open_sock_diag(self._timeout) as sock:
-            for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
-                result = self._family(sock, family, seq, notes)
-                if result is not None:
-                    parts.extend(result.parts)
-                    skipped += result.skipped
-        return SockDiagDump(SocketTable(parts), skipped, tuple(notes))
+        """IPv4 and IPv6 at once. Raises SourceUnavailable when sock_diag cannot be used here,
+        NetlinkError (an OSError) for a failed dump, TimeoutError when the kernel stops answering.
 
-    def _family(self, sock: socket.socket, family: int, seq: int, notes: list[str]) -> BulkDump | None:
+        Each family is dumped on its own netlink socket, IPv6 on a helper thread: filling the messages is
+        kernel time (recv releases the GIL), so on a dual-stack host the two dumps share the cores.
+        """
+        notes: list[str] = []
+        v6_notes: list[str] = []
+        v6 = _Background(lambda: self._family(socket.AF_INET6, 2, v6_notes))
+        try:
+            v4_result = self._family(socket.AF_INET, 1, notes)
+        except BaseException:
+            v6.wait()  # never leave a dump running behind an error
+            raise
+        v6_result = v6.result()
+        parts: list[Any] = []
+        skipped = 0
+        for result in (v4_result, v6_result):
+            if result is not None:
+                parts.extend(result.parts)
+                skipped += result.skipped
+        return SockDiagDump(SocketTable(parts), skipped, (*notes, *v6_notes))
+
+    def _family(self, family: int, seq: int, notes: list[str]) -> BulkDump | None:
         label = "IPv4" if family == socket.AF_INET else "IPv6"
         try:
-            data = self._receive(sock, family, seq, label)
+            with open_sock_diag(self._timeout) as sock:
+                data = self._receive(sock, family, seq, label)
             result = parse_bulk(data, family, self._addresses)
         except NetlinkError as e:
             if e.errno not in UNAVAILABLE_ERRNOS:
@@ -150,6 +164,32 @@ class SockDiagReader:
             if rounds % 64 == 63 and time.monotonic() > deadline:
                 break
         raise NetlinkError(errno.ETIMEDOUT, f"{label} dump did not finish within {MAX_DUMP_SECONDS:.0f}s")
+
+
+class _Background(Generic[T]):
+    """`run()` on a thread of its own, started at once; `result()` waits and returns or re-raises."""
+
+    def __init__(self, run: Callable[[], T]) -> None:
+        self._run = run
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="tcpwatchd-sockdiag", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._value = self._run()
+        except BaseException as e:  # handed to the caller by result()
+            self._error = e
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._value)
 
 
 def _anonymous(size: int) -> mmap.mmap:
