@@ -45,6 +45,7 @@ ALL_STATES = 0xFFFFFFFF  # idiag_states bitmask: 1 << state for every state, NEW
 # inet_diag_req_v2: family, protocol, ext (bit INET_DIAG_INFO - 1), pad, states, then a zeroed 48-byte sockid.
 REQ_V2 = struct.Struct("=BBBxI48x")
 RECV_BUFFER = 1 << 20  # the kernel fills at most ~32 KiB per dump skb (net/netlink/af_netlink.c)
+CHUNK = 8 << 20  # receive buffer size; a dump of 100k sockets (about 400 bytes each) fills five
 SO_RCVBUF_WANTED = 4 << 20
 MAX_DUMP_SECONDS = 30.0  # a bound on the whole dump; a single recv is bounded by the socket timeout
 # Errors that mean "this kernel cannot answer", so the caller should fall back to /proc.
@@ -86,14 +87,12 @@ def open_sock_diag(timeout: float = 5.0) -> socket.socket:
 class SockDiagReader:
     """Dumps every TCP socket of this process's network namespace into a SocketTable.
 
-    Kept across polls for what is worth remembering: address texts and each family's dump size (so the
-    receive buffer is allocated once, at about the right size).
+    Kept across polls for what is worth remembering: address texts.
     """
 
     def __init__(self, timeout: float = 5.0) -> None:
         self._timeout = timeout
         self._addresses = AddressCache()
-        self._sizes: dict[int, int] = {}
 
     def dump(self) -> SockDiagDump:
         """IPv4 and IPv6 at once. Raises SourceUnavailable when sock_diag cannot be used here,
@@ -123,8 +122,8 @@ class SockDiagReader:
         label = "IPv4" if family == socket.AF_INET else "IPv6"
         try:
             with open_sock_diag(self._timeout) as sock:
-                data = self._receive(sock, family, seq, label)
-            result = parse_bulk(data, family, self._addresses)
+                chunks = self._receive(sock, family, seq, label)
+            result = _joined([parse_bulk(chunk, family, self._addresses) for chunk in chunks])
         except NetlinkError as e:
             if e.errno not in UNAVAILABLE_ERRNOS:
                 raise
@@ -138,32 +137,49 @@ class SockDiagReader:
             notes.append(f"the {label} dump was interrupted by a table change: it may be inexact")
         return result
 
-    def _receive(self, sock: socket.socket, family: int, seq: int, label: str) -> memoryview:
-        """Every reply of one dump, back to back in one buffer, up to and including NLMSG_DONE."""
+    def _receive(self, sock: socket.socket, family: int, seq: int, label: str) -> list[memoryview]:
+        """Every reply of one dump, up to and including NLMSG_DONE, back to back in one or more buffers
+        (a reply never straddles two)."""
         sock.sendall(request_bytes(family, seq))
-        # An anonymous mapping, not a bytearray: the kernel hands out zeroed pages as they are first
-        # written (a bytearray memsets all of it first: 20 ms for 50 MB), pages never reached cost nothing,
-        # and the whole buffer goes back to the system when the last snapshot using it is dropped.
-        buf = _anonymous(max(self._sizes.get(family, 0) * 2, 4 * RECV_BUFFER))
+        # Anonymous maps, not bytearrays: the kernel hands out zeroed pages as they are first written (a
+        # bytearray memsets all of it first: 20 ms for 50 MB), pages never reached cost nothing, and a
+        # map goes back to the system when the last table reading it is dropped. Fixed-size maps, so a
+        # dump bigger than expected takes one more instead of copying what it has to a larger one.
+        chunks: list[memoryview] = []
+        buf = _anonymous(CHUNK)
         view, pos, recv, ends = memoryview(buf), 0, sock.recv_into, _ends_dump
         deadline = time.monotonic() + MAX_DUMP_SECONDS
         for rounds in itertools.count():
-            if len(buf) - pos < RECV_BUFFER:  # a dump bigger than twice the last one: move to a larger map
-                bigger = _anonymous(len(buf) * 2)
-                bigger[:pos] = view[:pos]
-                view.release()
-                buf.close()
-                buf, view = bigger, memoryview(bigger)
+            if len(buf) - pos < RECV_BUFFER:  # full: go on in another buffer
+                chunks.append(view[:pos])
+                buf = _anonymous(CHUNK)
+                view, pos = memoryview(buf), 0
             n = recv(view[pos : pos + RECV_BUFFER])
             if n == 0:
                 raise NetlinkError(errno.EPIPE, f"{label} dump ended without NLMSG_DONE")
             last, pos = pos, pos + n
             if ends(buf, last, pos):
-                self._sizes[family] = pos
-                return view[:pos]
+                chunks.append(view[:pos])
+                return chunks
             if rounds % 64 == 63 and time.monotonic() > deadline:
                 break
         raise NetlinkError(errno.ETIMEDOUT, f"{label} dump did not finish within {MAX_DUMP_SECONDS:.0f}s")
+
+
+def _anonymous(size: int) -> mmap.mmap:
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def _joined(chunks: list[BulkDump]) -> BulkDump:
+    """One family's dump from its buffers' decodings, in order (only the last holds NLMSG_DONE)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    return BulkDump(
+        parts=tuple(part for chunk in chunks for part in chunk.parts),
+        done=chunks[-1].done,
+        skipped=sum(chunk.skipped for chunk in chunks),
+        interrupted=any(chunk.interrupted for chunk in chunks),
+    )
 
 
 class _Background(Generic[T]):
@@ -190,10 +206,6 @@ class _Background(Generic[T]):
         if self._error is not None:
             raise self._error
         return cast(T, self._value)
-
-
-def _anonymous(size: int) -> mmap.mmap:
-    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 def _ends_dump(buf: mmap.mmap, start: int, end: int) -> bool:

@@ -13,6 +13,7 @@ import pytest
 
 from tcpwatchd.errors import ParseError
 from tcpwatchd.model import Family, Socket, TcpInfo, TcpState, TimerKind
+from tcpwatchd.sources import sockdiag
 from tcpwatchd.sources.procnet import read_net_tcp
 from tcpwatchd.sources.sockdiag import request_bytes
 from tcpwatchd.sources.sockdiag_parse import (
@@ -232,3 +233,13 @@ def _split_messages(data: bytes) -> list[bytes]:
         out.append(data[off : off + mlen])
         off += (mlen + 3) & ~3
     return out
+
+
+def test_background_work_hands_back_its_value_or_its_error() -> None:
+    assert sockdiag._Background(lambda: 42).result() == 42
+
+    def fail() -> int:
+        raise NetlinkError(errno.EPERM, "refused")
+
+    with pytest.raises(NetlinkError, match="refused"):
+        sockdiag._Background(fail).result()

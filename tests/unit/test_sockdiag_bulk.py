@@ -6,12 +6,14 @@ import errno
 import socket
 import struct
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from tcpwatchd.errors import ParseError
 from tcpwatchd.model import Socket
+from tcpwatchd.sources import sockdiag
 from tcpwatchd.sources.sockdiag_parse import (
     NLMSGHDR,
     AddressCache,
@@ -147,3 +149,20 @@ def test_rows_in_a_table_build_equal_sockets_each_time() -> None:
     assert first == table[0] and table[-1] == list(table)[-1]
     with pytest.raises(IndexError):
         table[len(table)]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+@pytest.mark.parametrize("cuts", [(1,), (7, 40), (33,)])
+def test_a_dump_received_into_several_buffers_decodes_to_the_same_table(
+    name: str, cuts: tuple[int, ...]
+) -> None:
+    """The reader goes on in a new buffer when one is full; replies never straddle two."""
+    msgs = messages(load(name))
+    bounds = [0, *[c for c in cuts if c < len(msgs)], len(msgs)]
+    chunks = [b"".join(msgs[a:b]) for a, b in pairwise(bounds)]
+    cache = AddressCache()
+    decoded = [parse_bulk(memoryview(chunk), FAMILY[name], cache) for chunk in chunks]
+    assert [d.done for d in decoded] == [False] * (len(chunks) - 1) + [True]
+    joined = sockdiag._joined(decoded)
+    assert joined.done and not joined.interrupted and joined.skipped == 0
+    assert Counter(SocketTable(joined.parts)) == Counter(bulk(load(name), FAMILY[name]))
