@@ -381,6 +381,7 @@ def _by_fd(names: list[str], links: list[str]) -> dict[str, int]:
 
 
 _fd_name_cache: list[str] = []
+_FD_NAMES_KEPT = 1 << 14  # names kept for the next scans (about 1 MB); a larger table makes its own
 
 
 def _fd_names(count: int) -> list[str]:
@@ -388,8 +389,10 @@ def _fd_names(count: int) -> list[str]:
     global _fd_name_cache
     names = _fd_name_cache
     if len(names) < count:
+        if count > _FD_NAMES_KEPT:
+            return list(map(str, range(count)))
         # Replaced, never extended in place: scan threads may race here, and each then sees a whole list.
-        names = [str(i) for i in range(max(count, 2 * len(names)))]
+        names = list(map(str, range(min(max(count, 2 * len(names)), _FD_NAMES_KEPT))))
         _fd_name_cache = names
     return names[:count]
 

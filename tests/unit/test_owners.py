@@ -253,3 +253,9 @@ def test_an_fd_table_with_a_gap_is_listed_and_read_whole(holder: Callable[..., H
         assert owners._read_all_fds(dir_fd) == expected
     finally:
         os.close(dir_fd)
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 3000, 20000, 5])
+def test_fd_names_are_the_numbers_below_the_count(count: int) -> None:
+    assert owners._fd_names(count) == [str(i) for i in range(count)]
+    assert len(owners._fd_name_cache) <= owners._FD_NAMES_KEPT
