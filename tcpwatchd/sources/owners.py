@@ -108,6 +108,7 @@ class OwnerCache:
         self._last_inodes: frozenset[int] = frozenset()
         self._last_list: Sequence[int] = ()
         self._prefetch: FdScan | None = None  # started by start_full_scan for the coming attribute()
+        self._recheck = False  # scan for new fds even when the sockets are the same as last poll's
         self._last_pids: frozenset[str] = frozenset()
         self._last: Attribution | None = None
         self._full_rescan_seconds = full_rescan_seconds
@@ -138,14 +139,21 @@ class OwnerCache:
         now = time.monotonic()
         prefetched = self._take_prefetch()
         full = prefetched is None and now >= self._next_full
-        unchanged = not full and prefetched is None and self._last is not None and pids == self._last_pids
+        recheck, self._recheck = self._recheck, False
+        unchanged = (
+            not full
+            and not recheck
+            and prefetched is None
+            and self._last is not None
+            and pids == self._last_pids
+        )
         if unchanged and self._last is not None and inodes == self._last_list:
             # The very same sockets and processes as last poll (compared in C): read nothing.
             stats = _stats(self._last.stats, self._last.owners, self._last_inodes, scanned=0)
             self._last = Attribution(self._last.owners, stats)
             return self._last
         self._last_list = inodes
-        current = frozenset(inodes) - {0}
+        current = frozenset(filter(None, inodes))  # without inode 0, in one pass
         if unchanged and self._last is not None and current <= self._last_inodes:
             # Nothing new: sockets only closed. Drop the closed ones, read nothing.
             owners = {i: o for i, o in self._last.owners.items() if i in current}
@@ -162,12 +170,10 @@ class OwnerCache:
             self._next_full = now + self._full_rescan_seconds
         owners = self._owners(current)
         stats = _stats(stats, owners, current, scanned=stats.processes_scanned)
-        known = current
-        if prefetched is not None:
-            # The fd tables were read during the dump, so a socket opened meanwhile is not in them. Only
-            # the owned inodes count as seen: the next poll then reads the fds it does not know.
-            self._last_list, known = (), frozenset(owners)
-        self._last, self._last_inodes, self._last_pids = Attribution(owners, stats), known, pids
+        # The fd tables were read during the dump, so a socket opened meanwhile is in none of them: when
+        # some socket has no owner, the next poll reads the fds it does not know instead of trusting this.
+        self._recheck = prefetched is not None and len(owners) < len(current)
+        self._last, self._last_inodes, self._last_pids = Attribution(owners, stats), current, pids
         return self._last
 
     def _take_prefetch(self) -> AttributionStats | None:

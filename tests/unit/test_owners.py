@@ -259,3 +259,11 @@ def test_an_fd_table_with_a_gap_is_listed_and_read_whole(holder: Callable[..., H
 def test_fd_names_are_the_numbers_below_the_count(count: int) -> None:
     assert owners._fd_names(count) == [str(i) for i in range(count)]
     assert len(owners._fd_name_cache) <= owners._FD_NAMES_KEPT
+
+
+def test_after_a_prefetch_that_owns_every_socket_the_next_poll_reads_nothing(proc: FakeProc) -> None:
+    proc.process(10, "srv", 100, {3: 1, 4: 2})
+    cache = OwnerCache(str(proc.root), scan_threads=2)
+    cache.start_full_scan().finish()
+    assert cache.attribute([1, 2]).stats.processes_scanned == 1
+    assert cache.attribute([1, 2]).stats.processes_scanned == 0
