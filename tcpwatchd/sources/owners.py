@@ -31,7 +31,7 @@ from typing import Literal
 import psutil
 
 from tcpwatchd.model import AttributionStats, Owner
-from tcpwatchd.sources.procfs import parse_cgroup, parse_stat, socket_inode
+from tcpwatchd.sources.procfs import SOCKET_LINK_PREFIX, parse_cgroup, parse_stat, socket_inode
 
 log = logging.getLogger(__name__)
 
@@ -321,13 +321,9 @@ def _read_all_fds(dir_fd: int) -> dict[str, int]:
     count = os.fstat(dir_fd).st_size
     if count > 0:
         names = _fd_names(count)
-        try:
-            links = list(map(partial(os.readlink, dir_fd=dir_fd), names))  # the loop runs in C
-        except FileNotFoundError:
-            pass  # a gap
-        else:
-            if not _fd_exists(dir_fd, str(count)):
-                return _by_fd(names, links)
+        links = _links(dir_fd, names)  # None: a gap
+        if links is not None and not _fd_exists(dir_fd, str(count)):
+            return _by_fd(names, links)
     return _read_links(dir_fd, os.listdir(dir_fd))
 
 
@@ -341,11 +337,16 @@ def _fd_exists(dir_fd: int, name: str) -> bool:
 
 def _read_links(dir_fd: int, names: list[str]) -> dict[str, int]:
     """fd name -> socket inode (0: not a socket); an fd closed since listdir is left out."""
+    links = _links(dir_fd, names)
+    return _read_links_one_by_one(dir_fd, names) if links is None else _by_fd(names, links)
+
+
+def _links(dir_fd: int, names: list[str]) -> list[str] | None:
+    """The readlink target of every named fd, the loop in C; None when one of them does not exist."""
     try:
-        links = list(map(partial(os.readlink, dir_fd=dir_fd), names))
+        return list(map(partial(os.readlink, dir_fd=dir_fd), names))
     except FileNotFoundError:
-        return _read_links_one_by_one(dir_fd, names)
-    return _by_fd(names, links)
+        return None
 
 
 def _read_links_one_by_one(dir_fd: int, names: list[str]) -> dict[str, int]:
@@ -358,8 +359,8 @@ def _read_links_one_by_one(dir_fd: int, names: list[str]) -> dict[str, int]:
     return fds
 
 
-_IS_SOCKET = methodcaller("startswith", "socket:[")
-_INODE_DIGITS = itemgetter(slice(len("socket:["), -1))
+_IS_SOCKET = methodcaller("startswith", SOCKET_LINK_PREFIX)
+_INODE_DIGITS = itemgetter(slice(len(SOCKET_LINK_PREFIX), -1))
 
 
 def _by_fd(names: list[str], links: list[str]) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+SOCKET_LINK_PREFIX = "socket:["  # an fd's readlink target is socket:[<inode>] for a socket (sockfs)
 # cgroup v2 paths: /system.slice/nginx.service, /user.slice/user-1000.slice/session-3.scope,
 # /kubepods.slice/.../cri-containerd-<64 hex>.scope, /system.slice/docker-<64 hex>.scope
 _UNIT = re.compile(r"([^/]+\.(?:service|scope|socket|mount|slice))$")
@@ -41,8 +42,8 @@ def socket_inode(link: str) -> int:
     (12345, 0)
     """
     # Called once per fd on a full scan: string methods, not a regex (a third faster).
-    if link.startswith("socket:[") and link.endswith("]"):
-        digits = link[8:-1]
+    if link.startswith(SOCKET_LINK_PREFIX) and link.endswith("]"):
+        digits = link[len(SOCKET_LINK_PREFIX) : -1]
         if digits.isascii() and digits.isdigit():
             return int(digits)
     return 0
