@@ -68,16 +68,26 @@ def _breakdown(result: Any) -> dict[str, float]:
 
 
 def _poller() -> Any:
+    """A callable doing what the daemon does each interval: poll, then log the new findings."""
     from tcpwatchd.config import Config, DaemonConfig, SysctlConfig
+    from tcpwatchd.outputs.announce import Announcer
     from tcpwatchd.poller import Poller
 
-    return Poller(Config(daemon=DaemonConfig(source="sockdiag"), sysctl=SysctlConfig(mode="off")))
+    poller = Poller(Config(daemon=DaemonConfig(source="sockdiag"), sysctl=SysctlConfig(mode="off")))
+    announcer = Announcer()
+
+    def cycle() -> Any:
+        result = poller.poll()
+        announcer.announce(result.report)
+        return result
+
+    return cycle
 
 
 def measure_tcpwatchd(steady: int) -> dict[str, Any]:
-    poller = _poller()
+    poll = _poller()
     gc_clock = GcClock()
-    cold, result = _timed(poller.poll)
+    cold, result = _timed(poll)
     sockets, owned = len(result.snapshot.sockets), len(result.snapshot.owners)
     gc_cold, gc_clock.seconds = gc_clock.seconds, 0.0
     times = []
@@ -85,7 +95,7 @@ def measure_tcpwatchd(steady: int) -> dict[str, Any]:
         # The previous result stays alive during the poll, as in the daemon (it is what /metrics serves),
         # slimmed as the daemon keeps it (PollResult.retained).
         result = result.retained()
-        seconds, result = _timed(poller.poll)
+        seconds, result = _timed(poll)
         times.append(seconds)
     return {
         "cold": cold,
@@ -101,9 +111,9 @@ def measure_tcpwatchd(steady: int) -> dict[str, Any]:
 
 
 def profile_tcpwatchd(prefix: str) -> dict[str, Any]:
-    poller = _poller()
-    first = _profiled(poller.poll, f"{prefix}-cold.txt")
-    second = _profiled(poller.poll, f"{prefix}-steady.txt")
+    poll = _poller()
+    first = _profiled(poll, f"{prefix}-cold.txt")
+    second = _profiled(poll, f"{prefix}-steady.txt")
     return {"cold": first.duration_seconds, "steady": [second.duration_seconds]}
 
 

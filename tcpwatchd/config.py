@@ -2,16 +2,24 @@
 
 Every section refuses unknown keys, so a typo is an error rather than a silently ignored setting.
 `load_config` reports every problem at once, each with its dotted field path.
+
+The `[detect]` table is not written here: each detector declares its own section (detectors/registry.py),
+and `config_model()` builds `[detect]` from the registry, one field per detector. Importing this module
+imports the detectors package, which registers them all.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import Field, StrictInt, ValidationError, create_model, field_validator
+
+from tcpwatchd.detectors.registry import generation, registered
+from tcpwatchd.sections import DetectSections, Section
 
 
 class ConfigError(Exception):
@@ -28,11 +36,7 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-class DaemonConfig(_Section):
+class DaemonConfig(Section):
     poll_interval_seconds: float = Field(
         10.0, ge=0.1, le=3600, description="Seconds between polls; detectors' ages are measured per poll."
     )
@@ -42,7 +46,7 @@ class DaemonConfig(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class ExporterConfig(_Section):
+class ExporterConfig(Section):
     listen_address: str = "127.0.0.1"
     port: int = Field(9814, ge=1, le=65535)
 
@@ -56,45 +60,6 @@ class ExporterConfig(_Section):
         return value
 
 
-class CloseWaitConfig(_Section):
-    enabled: bool = True
-    min_age_seconds: float = Field(300.0, ge=0)
-
-
-class PhantomConfig(_Section):
-    enabled: bool = True
-    idle_seconds: float = Field(900.0, gt=0)
-
-
-class ReconnectStormConfig(_Section):
-    enabled: bool = True
-    window_seconds: float = Field(300.0, gt=0)
-    min_new_connections: int = Field(10, ge=2)
-
-
-class KeepaliveOffConfig(_Section):
-    enabled: bool = True
-
-
-class StalledReceiveConfig(_Section):
-    enabled: bool = True
-    min_age_seconds: float = Field(60.0, ge=0)
-
-
-class UnresponsivePeerConfig(_Section):
-    enabled: bool = True
-    min_retransmits: int = Field(3, ge=1, le=255)
-
-
-class DetectConfig(_Section):
-    close_wait: CloseWaitConfig = CloseWaitConfig()
-    phantom: PhantomConfig = PhantomConfig()
-    reconnect_storm: ReconnectStormConfig = ReconnectStormConfig()
-    keepalive_off: KeepaliveOffConfig = KeepaliveOffConfig()
-    stalled_receive: StalledReceiveConfig = StalledReceiveConfig()
-    unresponsive_peer: UnresponsivePeerConfig = UnresponsivePeerConfig()
-
-
 DEFAULT_DESIRED_SYSCTLS: dict[str, int] = {
     "net.ipv4.tcp_keepalive_time": 600,
     "net.ipv4.tcp_keepalive_intvl": 30,
@@ -102,7 +67,7 @@ DEFAULT_DESIRED_SYSCTLS: dict[str, int] = {
 }
 
 
-class SysctlConfig(_Section):
+class SysctlConfig(Section):
     mode: Literal["off", "audit", "enforce"] = "audit"
     desired: dict[str, StrictInt] = Field(default_factory=lambda: dict(DEFAULT_DESIRED_SYSCTLS))
 
@@ -115,11 +80,37 @@ class SysctlConfig(_Section):
         return check_desired(value)
 
 
-class Config(_Section):
+class ConfigBase(Section):
+    """The whole config; `detect` is typed by the registry-built model (see `config_model`)."""
+
     daemon: DaemonConfig = DaemonConfig()
     exporter: ExporterConfig = ExporterConfig()
-    detect: DetectConfig = DetectConfig()
+    detect: DetectSections = DetectSections()
     sysctl: SysctlConfig = SysctlConfig()
+
+
+@functools.cache
+def _models(registry_generation: int) -> tuple[type[DetectSections], type[ConfigBase]]:
+    sections: dict[str, Any] = {
+        spec.name: (spec.settings, Field(default_factory=spec.settings)) for spec in registered()
+    }
+    detect = create_model("DetectConfig", __base__=DetectSections, **sections)
+    config = create_model("Config", __base__=ConfigBase, detect=(detect, Field(default_factory=detect)))
+    return detect, config
+
+
+def config_model() -> type[ConfigBase]:
+    """The Config model for the detectors registered now (rebuilt when the registry changes)."""
+    return _models(generation())[1]
+
+
+if TYPE_CHECKING:
+    Config = ConfigBase
+    DetectConfig = DetectSections
+else:
+    # The models for every detector in the package; a detector registered later (a test's toy) is seen
+    # by `config_model()`, `default_config()` and `parse_config()`, which rebuild on a registry change.
+    DetectConfig, Config = _models(generation())
 
 
 DEFAULT_SOURCE = "<embedded default>"
@@ -127,7 +118,7 @@ DEFAULT_SOURCE = "<embedded default>"
 
 def default_config() -> Config:
     """The embedded default: safe everywhere (audit only, metrics on 127.0.0.1)."""
-    return Config()
+    return config_model()()
 
 
 def parse_config(text: str, source: str = "<string>") -> Config:
@@ -137,7 +128,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, [f"TOML syntax: {e}"]) from None
     try:
-        return Config.model_validate(data)
+        return config_model().model_validate(data)
     except ValidationError as e:
         raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
 

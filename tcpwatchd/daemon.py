@@ -18,8 +18,9 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from tcpwatchd.config import Config, ConfigError, ExporterConfig, load_config
-from tcpwatchd.exporter import DurationHistogram, LatestPoll, TcpwatchdCollector
 from tcpwatchd.logs import setup_logging
+from tcpwatchd.outputs.announce import Announcer
+from tcpwatchd.outputs.prometheus import DurationHistogram, LatestPoll, TcpwatchdCollector
 from tcpwatchd.poller import Poller, PollResult
 from tcpwatchd.sdnotify import Notifier
 
@@ -115,6 +116,7 @@ class Daemon:
         registry.register(ProcessCollector(registry=None))
         self._server = _MetricsServer(registry)
         self._poller = Poller(cfg)
+        self._announcer = Announcer()
 
     def run(self) -> int:
         self._signals.install()
@@ -159,6 +161,7 @@ class Daemon:
 
     def _poll(self) -> None:
         result: PollResult = self._poller.poll()
+        self._announcer.announce(result.report)
         self._durations.observe(result.duration_seconds)
         self._latest.publish(result.retained())
 

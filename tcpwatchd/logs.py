@@ -1,7 +1,8 @@
 """Logging: structured journal entries under systemd, one plain line per record elsewhere.
 
 A finding is logged with `extra={"tcpwatchd_fields": {"TCPWATCHD_FINDING": "phantom", ...}}`. Under
-systemd those keys become journal fields, with a stable MESSAGE_ID per finding kind, so that
+systemd those keys become journal fields, with the stable MESSAGE_ID of its kind (the record's fields
+carry it: outputs/announce.py takes it from the detector registry), so that
 `journalctl -u tcpwatchd TCPWATCHD_FINDING=phantom` or `journalctl MESSAGE_ID=...` selects them. On stderr
 they are appended as `finding=phantom process=nginx ...`, and no string (a process name is any bytes the
 owner chose) can break a record across lines.
@@ -20,18 +21,11 @@ FIELDS_ATTR = "tcpwatchd_fields"
 SYSLOG_IDENTIFIER = "tcpwatchd"
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# One fixed random id per finding kind (a journal MESSAGE_ID is 128 bits in lowercase hex, as
-# `systemd-id128 new` prints). Never change one: saved journalctl queries and catalogs depend on them.
-MESSAGE_IDS: dict[str, str] = {
-    "close_wait": "8651c89853874c8f9fbfe9581f3ebf94",
-    "phantom": "d72a45a215b448a891d2cf3e2409f4bf",
-    "idle_suspect": "fa4f4b4c2b7543f293f947ec4f410b9a",
-    "reconnect_storm": "6fed03c2347d443b83a9e164d1461048",
-    "keepalive_off": "911743d32b314f4bb80acfff03c7676a",
-    "stalled_receive": "a62d3dc4490b470fa2e9a1bc464e661d",
-    "unresponsive_peer": "fd42ff36e84d446b81e4db55919ab160",
-    "sysctl_drift": "30b1cc650fe3496f99d8ccaa88be137b",
-}
+# A journal MESSAGE_ID is 128 bits in lowercase hex, as `systemd-id128 new` prints. Each finding kind has
+# one, declared by its detector (detectors/registry.py KindSpec); sysctl drift is not a detector's, so its
+# id is here. Never change one: saved journalctl queries and catalogs depend on them.
+SYSCTL_DRIFT_MESSAGE_ID = "30b1cc650fe3496f99d8ccaa88be137b"
+_MESSAGE_ID = re.compile(r"[0-9a-f]{32}")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # syslog priorities (sys/syslog.h), as journald's PRIORITY field wants them.
@@ -92,8 +86,8 @@ def journal_fields(record: logging.LogRecord, message: str) -> dict[str, str]:
         name = journal_field_name(key)
         if name is not None and name not in out and name != "MESSAGE_ID":
             out[name] = value
-    message_id = MESSAGE_IDS.get(out.get("TCPWATCHD_FINDING", ""))
-    if message_id is not None:
+    message_id = fields_of(record).get("MESSAGE_ID", "")
+    if _MESSAGE_ID.fullmatch(message_id):
         out["MESSAGE_ID"] = message_id
     if record.exc_text:  # set by formatting a record that carries exc_info
         out["EXCEPTION_TEXT"] = _text(record.exc_text)

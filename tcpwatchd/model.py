@@ -1,19 +1,14 @@
-"""The typed picture of one poll: sockets, their owners, kernel counters.
+"""The typed facts of one poll: a socket, its owner, how a source fared. Plain values, no I/O, no imports
+from the rest of tcpwatchd (table.py and snapshot.py build on these).
 
-Every type here is frozen: a snapshot is built once by the sources and read by everything downstream.
+Every type here is frozen: built once by the sources and read by everything downstream.
 """
 
 from __future__ import annotations
 
 import enum
 import socket
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tcpwatchd.table import SocketTable
+from dataclasses import dataclass
 
 
 class TcpState(enum.IntEnum):
@@ -191,38 +186,6 @@ class AttributionStats:
     @property
     def partial(self) -> bool:
         return self.processes_denied > 0
-
-
-def _frozen_map(m: Mapping[int, Owner] | None = None) -> Mapping[int, Owner]:
-    return MappingProxyType(dict(m or {}))
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One poll: every TCP socket, who owns it, and the kernel's TCP counters.
-
-    `sockets` is a `SocketTable` (columns; see tcpwatchd/table.py); a plain sequence of `Socket`s given
-    to the constructor is wrapped in one.
-    """
-
-    taken_at: float  # wall clock, seconds since the epoch
-    monotonic: float  # the poll's monotonic time: ages and intervals are measured on this clock
-    source: str  # which socket source produced `sockets`: "sockdiag" or "procnet"
-    sockets: SocketTable
-    owners: Mapping[int, Owner] = field(default_factory=_frozen_map)  # inode -> counted owner
-    kernel_counters: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
-    sources: tuple[SourceStatus, ...] = ()
-    attribution: AttributionStats = field(default_factory=AttributionStats)
-
-    def __post_init__(self) -> None:
-        from tcpwatchd.table import SocketTable  # here: tcpwatchd.table imports this module
-
-        if not isinstance(self.sockets, SocketTable):
-            given: Sequence[Socket] = self.sockets
-            object.__setattr__(self, "sockets", SocketTable.of(given))
-
-    def owner_of(self, sock: Socket) -> Owner | None:
-        return self.owners.get(sock.inode) if sock.inode else None
 
 
 def consecutive_retransmits(sock: Socket) -> int:

@@ -1,30 +1,28 @@
 """One poll, end to end: snapshot -> tracker -> detectors -> report (+ the sysctl audit).
 
 The poller owns the only long-lived state (the tracker's history and the owner cache); everything it
-returns is frozen, so the exporter and the CLI read a finished `PollResult` and never do I/O.
+returns is frozen, so the outputs (metrics, journal, CLI) read a finished `PollResult` and never do I/O.
+It logs nothing itself: the daemon and the CLI hand the result to tcpwatchd/outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from tcpwatchd.config import Config
-from tcpwatchd.detectors.announce import Announcer
-from tcpwatchd.model import Owner, Snapshot, SourceStatus
+from tcpwatchd.detectors.registry import registered
+from tcpwatchd.model import SourceStatus
 from tcpwatchd.report import Report, build_report
-from tcpwatchd.snapshot import Clock, SnapshotTaker, count_by_state_and_process
+from tcpwatchd.snapshot import Snapshot, count_by_state_and_process
+from tcpwatchd.sources.taker import Clock, SnapshotTaker
 from tcpwatchd.sysctl.audit import SysctlReport
 from tcpwatchd.sysctl.enforce import SysctlPolicy
-from tcpwatchd.table import SocketTable
+from tcpwatchd.table import Carry, SocketTable
 from tcpwatchd.tracker import TrackedPoll, Tracker
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +33,8 @@ class PollResult:
     sysctl_status: SourceStatus | None
     duration_seconds: float
     socket_counts: Mapping[tuple[str, str], int]  # (state label, process) -> sockets
+    number: int = 0  # 1 for the poller's first poll
+    interval_seconds: float = 0.0  # the configured poll interval when it ran
 
     @property
     def snapshot(self) -> Snapshot:
@@ -77,27 +77,20 @@ def _cyclic_gc_paused(polls: int) -> Iterator[None]:
 
 
 def _history_seconds(cfg: Config) -> float:
-    """How far back the tracker must remember openings: the longest window a detector looks at."""
-    d = cfg.detect
-    return (
-        max(d.reconnect_storm.window_seconds, d.phantom.idle_seconds) + 2 * cfg.daemon.poll_interval_seconds
-    )
+    """How far back the tracker must remember openings: the longest any enabled detector asks for."""
+    wanted = [spec.history_seconds(cfg.detect) for spec in registered() if spec.enabled(cfg.detect)]
+    return max(wanted, default=0.0) + 2 * cfg.daemon.poll_interval_seconds
 
 
 class Poller:
-    def __init__(
-        self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None, announce: bool = True
-    ) -> None:
-        """`announce=False` keeps new findings out of the log (the snapshot CLI prints them itself)."""
+    def __init__(self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None) -> None:
         self._proc_root = proc_root
-        self._announce = announce
         self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock)
         self._tracker = Tracker(history_seconds=_history_seconds(cfg))
-        self._announcer = Announcer()
         self._cfg = cfg
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
-        self._carry: tuple[Mapping[int, Owner], dict[str, Any]] = ({}, {})
+        self._carry = Carry()
 
     @property
     def config(self) -> Config:
@@ -118,15 +111,13 @@ class Poller:
     def _poll(self) -> PollResult:
         start = time.perf_counter()
         snapshot = self._taker.take()
+        snapshot.inherit(self._carry)
         tracked = self._tracker.update(snapshot)
-        self._adopt(tracked)
         sysctl, status = self._sysctl()
         values = sysctl.values() if sysctl is not None else None
         report = build_report(tracked, self._cfg.detect, values)
-        if self._announce:
-            self._announcer.announce(report)
         counts = count_by_state_and_process(snapshot)
-        self._carry = snapshot.owners, snapshot.sockets.carried(("structure:", "owned:"))
+        self._carry = snapshot.carry()
         return PollResult(
             tracked=tracked,
             report=report,
@@ -134,17 +125,8 @@ class Poller:
             sysctl_status=status,
             duration_seconds=time.perf_counter() - start,
             socket_counts=counts,
-        )
-
-    def _adopt(self, tracked: TrackedPoll) -> None:
-        """What the last poll derived from its socket table's structure (rows by state, ...), and from
-        its owners (names per row, counts), holds for this poll too when both are unchanged."""
-        if not tracked.unchanged:
-            return
-        owners, memos = self._carry
-        same_owners = tracked.snapshot.owners == owners
-        tracked.snapshot.sockets.adopt(
-            {name: value for name, value in memos.items() if same_owners or name.startswith("structure:")}
+            number=self._polls,
+            interval_seconds=self._cfg.daemon.poll_interval_seconds,
         )
 
     def _sysctl(self) -> tuple[SysctlReport | None, SourceStatus | None]:

@@ -1,153 +1,74 @@
-"""Takes one snapshot: sockets (netlink, or /proc as the fallback), their owners, kernel counters.
+"""One poll's picture, and the views of it every later stage shares. Pure: built by the sources (see
+sources/taker.py), read by the tracker, the detectors, the report and the outputs; no I/O here.
 
-Each source is timed and its success recorded; one failing source never fails the poll. With
-`source = "auto"`, netlink is tried first and /proc/net/tcp* is used when netlink is unavailable.
+The views (owner name per row, sockets by state and process, the owner of each listening port) are
+computed once per poll and memoised on the socket table, declared with the columns they read
+(table.Derived): the next poll inherits them when those columns and the owners are unchanged.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
 from types import MappingProxyType
-from typing import TypeVar
 
-from tcpwatchd.config import DaemonConfig
-from tcpwatchd.model import AttributionStats, Owner, Snapshot, SourceStatus, TcpState
-from tcpwatchd.sources import (
-    ProcNetSource,
-    SockDiagSource,
-    SocketSource,
-    SourceUnavailable,
-    read_kernel_counters,
-)
-from tcpwatchd.sources.owners import Attribution, OwnerCache
-from tcpwatchd.table import SocketTable
+from tcpwatchd.model import AttributionStats, Owner, Socket, SourceStatus, TcpState
+from tcpwatchd.table import Carry, Derived, SocketTable
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+
+def _no_owners() -> Mapping[int, Owner]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
-class Clock:
-    """Injected time: `monotonic` measures ages, `wall` stamps snapshots."""
+class Snapshot:
+    """One poll: every TCP socket (as a `SocketTable`), who owns it, and the kernel's TCP counters."""
 
-    monotonic: Callable[[], float] = time.monotonic
-    wall: Callable[[], float] = time.time
+    taken_at: float  # wall clock, seconds since the epoch
+    monotonic: float  # the poll's monotonic time: ages and intervals are measured on this clock
+    source: str  # which socket source produced `sockets`: "sockdiag" or "procnet"
+    sockets: SocketTable
+    owners: Mapping[int, Owner] = field(default_factory=_no_owners)  # inode -> counted owner
+    kernel_counters: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    sources: tuple[SourceStatus, ...] = ()
+    attribution: AttributionStats = field(default_factory=AttributionStats)
 
+    def owner_of(self, sock: Socket) -> Owner | None:
+        return self.owners.get(sock.inode) if sock.inode else None
 
-class SnapshotTaker:
-    def __init__(self, cfg: DaemonConfig, proc_root: str = "/proc", clock: Clock | None = None) -> None:
-        self._mode = cfg.source
-        self._proc_root = proc_root
-        self._clock = clock or Clock()
-        self._sockdiag = SockDiagSource()
-        self._procnet = ProcNetSource(proc_root=proc_root)
-        self._owners = OwnerCache(proc_root=proc_root)
-        self._warned: set[str] = set()
+    def carry(self) -> Carry:
+        """What the next poll may inherit from this one (see `inherit`)."""
+        return self.sockets.carry(self.owners)
 
-    def reconfigure(self, cfg: DaemonConfig) -> None:
-        self._mode = cfg.source
-
-    def take(self) -> Snapshot:
-        statuses: list[SourceStatus] = []
-        # The full fd scan overlaps the socket dump (see OwnerCache.start_full_scan).
-        scan = self._owners.start_full_scan() if self._owners.needs_full_scan() else None
-        try:
-            source, sockets = self._sockets(statuses)
-        finally:
-            if scan is not None:
-                scan.finish()
-        attribution = self._timed(
-            "owners", statuses, lambda: self._owners.attribute(sockets.column("inode"))
-        ) or Attribution(MappingProxyType({}), AttributionStats())
-        self._note_partial(attribution.stats)
-        counters = self._timed("kstats", statuses, lambda: read_kernel_counters(self._proc_root)) or {}
-        return Snapshot(
-            taken_at=self._clock.wall(),
-            monotonic=self._clock.monotonic(),
-            source=source,
-            sockets=sockets,
-            owners=MappingProxyType(attribution.owners),  # a fresh dict per poll: no copy needed
-            kernel_counters=MappingProxyType(counters),
-            sources=tuple(statuses),
-            attribution=attribution.stats,
-        )
-
-    def _sockets(self, statuses: list[SourceStatus]) -> tuple[str, SocketTable]:
-        if self._mode in ("auto", "sockdiag"):
-            result = self._read_sockets(self._sockdiag, statuses)
-            if result is not None:
-                return "sockdiag", result
-            if self._mode == "sockdiag":
-                return "sockdiag", SocketTable()
-        return "procnet", self._read_sockets(self._procnet, statuses) or SocketTable()
-
-    def _read_sockets(self, source: SocketSource, statuses: list[SourceStatus]) -> SocketTable | None:
-        result = self._timed(source.name, statuses, source.sockets)
-        if result is None:
-            return None
-        if result.skipped_lines or result.notes:
-            # Degraded but usable: say how, in the metric and (at debug, every poll) in the log.
-            statuses[-1] = replace(statuses[-1], skipped=result.skipped_lines, error="; ".join(result.notes))
-            log.debug("source %s skipped %d records: %s", source.name, result.skipped_lines, result.notes)
-        sockets = result.sockets
-        return sockets if isinstance(sockets, SocketTable) else SocketTable.of(sockets)
-
-    def _timed(self, name: str, statuses: list[SourceStatus], read: Callable[[], T]) -> T | None:
-        """Run one source; a failure is recorded and logged once per streak, never raised."""
-        start = time.perf_counter()
-        try:
-            value = read()
-        except (OSError, SourceUnavailable, ValueError) as e:
-            statuses.append(SourceStatus(name, False, time.perf_counter() - start, error=str(e)))
-            if name not in self._warned:
-                self._warned.add(name)
-                log.warning("source %s failed: %s", name, e)
-            return None
-        if name in self._warned:
-            self._warned.discard(name)
-            log.info("source %s works again", name)
-        statuses.append(SourceStatus(name, True, time.perf_counter() - start))
-        return value
-
-    def _note_partial(self, stats: AttributionStats) -> None:
-        if stats.partial and "partial" not in self._warned:
-            self._warned.add("partial")
-            hint = (
-                "even as root: they live in another user namespace or an LSM forbids it"
-                if os.geteuid() == 0
-                else "run as root or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
-            )
-            log.warning(
-                "attribution is partial: %d processes' fd tables are not readable (%s); "
-                'their sockets count under process=""',
-                stats.processes_denied,
-                hint,
-            )
-        elif not stats.partial and "partial" in self._warned:
-            self._warned.discard("partial")
-            log.info("attribution is complete again")
+    def inherit(self, previous: Carry) -> None:
+        """Take the previous poll's derived views whose columns (and owners) this poll has unchanged."""
+        self.sockets.inherit(previous, self.owners)
 
 
-def count_by_state_and_process(snap: Snapshot) -> Mapping[tuple[str, str], int]:
-    """(state label, owner name) -> sockets; "" for sockets no process holds. Done once per poll (and
-    memoised on the snapshot's table), so that a scrape only renders it."""
-    table = snap.sockets
-    result: Mapping[tuple[str, str], int] = table.memo("owned:counts", lambda: _count(snap))
-    return result
+_NAMES = Derived[list[str]]("snapshot.owner_names", reads=("inode",), owners=True)
+_COUNTS = Derived[Mapping[tuple[str, str], int]]("snapshot.counts", reads=("state", "inode"), owners=True)
+_LISTENERS = Derived[Mapping[int, Owner]](
+    "snapshot.listeners", reads=("state", "inode", "local_port"), owners=True
+)
 
 
 def row_owner_names(snap: Snapshot) -> list[str]:
-    """The counted owner's name of every row of the snapshot, "" when no process holds the socket
-    (memoised; "owned:" memos are carried to the next poll when its sockets and owners are the same)."""
-    names: list[str] = snap.sockets.memo("owned:names", lambda: _row_names(snap))
-    return names
+    """The counted owner's name of every row of the snapshot, "" when no process holds the socket."""
+    return snap.sockets.derive(_NAMES, lambda: _row_names(snap))
+
+
+def count_by_state_and_process(snap: Snapshot) -> Mapping[tuple[str, str], int]:
+    """(state label, owner name) -> sockets; "" for sockets no process holds. Done once per poll, so that
+    a scrape only renders it."""
+    return snap.sockets.derive(_COUNTS, lambda: _count(snap))
+
+
+def listener_owners(snap: Snapshot) -> Mapping[int, Owner]:
+    """Local port -> the owner of a LISTEN socket on it: the service a peer connected to."""
+    return snap.sockets.derive(_LISTENERS, lambda: _listeners(snap))
 
 
 _NOBODY = Owner(pid=0, name="", start_time=0.0, user="")
@@ -168,3 +89,14 @@ def _count(snap: Snapshot) -> Mapping[tuple[str, str], int]:
     for (state, name), n in raw.items():
         counts[(TcpState(state).label, name)] += n
     return MappingProxyType(dict(counts))
+
+
+def _listeners(snap: Snapshot) -> Mapping[int, Owner]:
+    table = snap.sockets
+    inodes, ports = table.column("inode"), table.column("local_port")
+    owners: dict[int, Owner] = {}
+    for row in table.rows_in(TcpState.LISTEN):
+        owner = snap.owners.get(inodes[row]) if inodes[row] else None
+        if owner is not None:
+            owners.setdefault(ports[row], owner)
+    return MappingProxyType(owners)

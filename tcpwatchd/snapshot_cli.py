@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from tcpwatchd.config import Config
-from tcpwatchd.model import STATE_LABELS, Owner, Snapshot
+from tcpwatchd.model import STATE_LABELS, Owner
 from tcpwatchd.poller import Poller, PollResult
+from tcpwatchd.snapshot import Snapshot
 
 
 @dataclass(slots=True)
@@ -43,7 +44,7 @@ def process_rows(snap: Snapshot) -> list[ProcessRow]:
 
 def snapshot_command(cfg: Config, as_json: bool, interval: float = 0.0, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    poller = Poller(cfg, announce=False)
+    poller = Poller(cfg)
     result = poller.poll()
     if interval > 0:
         time.sleep(interval)

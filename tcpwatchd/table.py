@@ -10,16 +10,19 @@ A table is made of parts: a `RawPart` is a run of equal-length sock_diag message
 memoryviews without a per-socket Python loop (sources/sockdiag_parse.py builds them); an `ObjectPart`
 wraps ready `Socket`s (the /proc source, hand-built tests). Both give the same columns.
 
-Columns are computed on first use and memoised. The *structure* of a table (identity keys, states,
-inodes, timers) decides everything the detectors derive per socket but ages; when a poll's structure
-equals the previous poll's, `inherit` carries those derived values over instead of recomputing them.
+Columns are computed on first use and memoised. A value derived from columns (rows by state, owner names
+per row, a detector's candidate rows) is declared once as a `Derived`, naming the columns it reads and
+whether it reads the owners; `derive` memoises it on the table. A poll then `inherit`s the previous poll's
+derived values whose columns (and owners) are unchanged, instead of recomputing them: the table decides,
+from the declaration, never the caller, so a value that reads tcp_info or queues is never served stale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import chain, compress
-from typing import Any, Protocol, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, get_args, overload
 
 from tcpwatchd.model import Socket, TcpState, consecutive_retransmits, queued_data
 
@@ -29,33 +32,36 @@ from tcpwatchd.model import Socket, TcpState, consecutive_retransmits, queued_da
 Key = Hashable
 
 # Columns every part provides. "key", "retransmits" (consecutive RTO retransmissions, from tcp_info
-# when present), "last_data_recv_ms" and "last_ack_recv_ms" (-1 without tcp_info) are derived.
-COLUMNS = frozenset(
-    {
-        "family",
-        "state",
-        "timer",
-        "retrans",
-        "local_address",
-        "local_port",
-        "remote_address",
-        "remote_port",
-        "rqueue",
-        "wqueue",
-        "uid",
-        "inode",
-        "expires",
-        "key",
-        "retransmits",
-        "last_data_recv_ms",
-        "last_ack_recv_ms",
-    }
-)
-STRUCTURE = ("key", "state", "inode", "timer")
+# when present), "last_data_recv_ms" and "last_ack_recv_ms" (-1 without tcp_info) are derived. A name
+# outside this Literal is a type error where it is used, and an import-time error in a `Derived`.
+Column = Literal[
+    "family",
+    "state",
+    "timer",
+    "retrans",
+    "local_address",
+    "local_port",
+    "remote_address",
+    "remote_port",
+    "rqueue",
+    "wqueue",
+    "uid",
+    "inode",
+    "expires",
+    "key",
+    "retransmits",
+    "last_data_recv_ms",
+    "last_ack_recv_ms",
+]
+COLUMNS: frozenset[str] = frozenset(get_args(Column))
+STRUCTURE: tuple[Column, ...] = ("key", "state", "inode", "timer")
 # Not connections: they share local addresses (so their identity carries the inode), and one first
 # seen after start is not an opening.
 UNCONNECTED = frozenset({TcpState.LISTEN, TcpState.CLOSE})
 ConnKey = tuple[int, str, int, str, int, int]
+
+
+T = TypeVar("T")
 
 
 class Part(Protocol):
@@ -63,7 +69,36 @@ class Part(Protocol):
 
     def socket(self, i: int) -> Socket: ...
 
-    def column(self, name: str) -> list[Any]: ...
+    def column(self, name: Column) -> list[Any]: ...
+
+
+# Not slotted: typing sets __orig_class__ on instances of a subscripted generic (Derived[int](...)).
+@dataclass(frozen=True, eq=False)
+class Derived(Generic[T]):
+    """A value derived from one poll's table, declared at module level with everything it reads.
+
+    `reads` are the columns it depends on, `owners` whether it also reads the poll's inode -> owner map.
+    The table carries the value to the next poll only when all of those are equal there (see `inherit`).
+    Identity is the object: two declarations never share a memo, whatever their names.
+    """
+
+    name: str
+    reads: tuple[Column, ...]
+    owners: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.reads if c not in COLUMNS]
+        if unknown or not self.reads:
+            raise ValueError(f"{self.name}: reads unknown columns {unknown}" if unknown else "reads nothing")
+
+
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """What a poll hands to the next: its derived values and the columns and owners they were built from."""
+
+    values: Mapping[Derived[Any], Any] = field(default_factory=dict)
+    columns: Mapping[str, list[Any]] = field(default_factory=dict)
+    owners: Mapping[int, Any] | None = None
 
 
 def object_key(sock: Socket) -> Key:
@@ -76,7 +111,7 @@ def four_tuple(sock: Socket) -> ConnKey:
     return (sock.family, sock.local_address, sock.local_port, sock.remote_address, sock.remote_port, inode)
 
 
-_OBJECT_COLUMNS: dict[str, Callable[[Socket], Any]] = {
+_OBJECT_COLUMNS: dict[Column, Callable[[Socket], Any]] = {
     "family": lambda s: s.family,
     "state": lambda s: s.state,
     "timer": lambda s: s.timer,
@@ -111,14 +146,14 @@ class ObjectPart:
     def socket(self, i: int) -> Socket:
         return self._sockets[i]
 
-    def column(self, name: str) -> list[Any]:
+    def column(self, name: Column) -> list[Any]:
         return list(map(_OBJECT_COLUMNS[name], self._sockets))
 
 
 class SocketTable(Sequence[Socket]):
     """The sockets of one poll. Indexing or iterating builds `Socket`s; `column()` is the fast way in."""
 
-    __slots__ = ("_ends", "_memo", "_n", "_parts")
+    __slots__ = ("_derived", "_ends", "_memo", "_n", "_parts")
 
     def __init__(self, parts: Sequence[Part] = ()) -> None:
         self._parts = tuple(p for p in parts if len(p))
@@ -128,7 +163,8 @@ class SocketTable(Sequence[Socket]):
             ends.append(n)
         self._ends = ends
         self._n = n
-        self._memo: dict[str, Any] = {}
+        self._memo: dict[str, list[Any]] = {}  # column name -> values
+        self._derived: dict[Derived[Any], Any] = {}
 
     @classmethod
     def of(cls, sockets: Sequence[Socket]) -> SocketTable:
@@ -181,7 +217,7 @@ class SocketTable(Sequence[Socket]):
     def sockets(self, rows: Sequence[int]) -> list[Socket]:
         return [self.socket(i) for i in rows]
 
-    def column(self, name: str) -> list[Any]:
+    def column(self, name: Column) -> list[Any]:
         """One field for every socket, in row order (memoised: do not mutate the list)."""
         col = self._memo.get(name)
         if col is None:
@@ -194,18 +230,53 @@ class SocketTable(Sequence[Socket]):
             self._memo[name] = col
         return col
 
-    def memo(self, name: str, compute: Callable[[], Any]) -> Any:
-        """A value derived from this table, computed once (detectors share it through this)."""
-        if name not in self._memo:
-            self._memo[name] = compute()
-        return self._memo[name]
+    def derive(self, what: Derived[T], compute: Callable[[], T]) -> T:
+        """`what` for this table, computed once (or inherited from the previous poll)."""
+        if what in self._derived:
+            value: T = self._derived[what]
+            return value
+        value = self._derived[what] = compute()
+        return value
+
+    def carry(self, owners: Mapping[int, Any]) -> Carry:
+        """The derived values of this poll, with the columns they read, for the next poll's `inherit`."""
+        needed = {c for what in self._derived for c in what.reads}
+        return Carry(
+            values=dict(self._derived),
+            columns={c: self.column(c) for c in needed},  # memoised lists: no copy
+            owners=owners,
+        )
+
+    def inherit(self, previous: Carry, owners: Mapping[int, Any]) -> int:
+        """Adopt each previous derived value whose columns (and owners, if it reads them) are equal in
+        this table; returns how many were adopted. Equality is checked per column once, in C."""
+        same: dict[str, bool] = {}
+        same_owners: bool | None = None
+        adopted = 0
+        for what, value in previous.values.items():
+            if what in self._derived:
+                continue
+            if what.owners:
+                if same_owners is None:
+                    same_owners = previous.owners is not None and owners == previous.owners
+                if not same_owners:
+                    continue
+            if all(self._same(c, previous, same) for c in what.reads):
+                self._derived[what] = value
+                adopted += 1
+        return adopted
+
+    def _same(self, name: Column, previous: Carry, known: dict[str, bool]) -> bool:
+        if name not in known:
+            old = previous.columns.get(name)
+            known[name] = old is not None and len(old) == self._n and self.column(name) == old
+        return known[name]
 
     # --- derived views the stages share ------------------------------------------------------------
 
     def rows_in(self, state: TcpState) -> list[int]:
-        """Row numbers of the sockets in `state`, ascending (memoised, inherited when structure holds)."""
-        groups: dict[int, list[int]] = self.memo("structure:rows_by_state", self._rows_by_state)
-        return groups.get(int(state), [])
+        """Row numbers of the sockets in `state`, ascending (memoised, inherited while states hold)."""
+        return self.derive(_ROWS_BY_STATE, self._rows_by_state).get(int(state), [])
 
     def _rows_by_state(self) -> dict[int, list[int]]:
         # As bytes (states are 1..12): a rare state's rows are found with bytes.find, a common one's by
@@ -221,8 +292,7 @@ class SocketTable(Sequence[Socket]):
 
     def unread_rows(self) -> list[int]:
         """Rows with data the application has not read (see model.unread_bytes): few, found in C."""
-        rows: list[int] = self.memo("unread_rows", self._unread_rows)
-        return rows
+        return self.derive(_UNREAD_ROWS, self._unread_rows)
 
     def _unread_rows(self) -> list[int]:
         rqueue, states = self.column("rqueue"), self.column("state")
@@ -237,16 +307,9 @@ class SocketTable(Sequence[Socket]):
         the same sockets in the same order, and differ at most in queues, timers' expiry and tcp_info."""
         return tuple(self.column(name) for name in STRUCTURE)
 
-    def carried(self, prefixes: tuple[str, ...] = ("structure:",)) -> dict[str, Any]:
-        """The memos whose names start with one of `prefixes`: what a next poll may adopt."""
-        return {name: value for name, value in self._memo.items() if name.startswith(prefixes)}
 
-    def adopt(self, memos: Mapping[str, Any]) -> None:
-        """Take memos carried from a poll whose structure (and, for owner-derived ones, owners) the
-        caller has checked to be the same as this one's."""
-        for name, value in memos.items():
-            self._memo.setdefault(name, value)
-
+_ROWS_BY_STATE = Derived[dict[int, list[int]]]("table.rows_by_state", reads=("state",))
+_UNREAD_ROWS = Derived[list[int]]("table.unread_rows", reads=("state", "rqueue"))
 
 # _ONLY[s] translates byte s to 1 and every other byte to 0.
 _ONLY = tuple(bytes(int(b == s) for b in range(256)) for s in range(256))

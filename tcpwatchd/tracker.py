@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
-from tcpwatchd.model import Owner, Snapshot, Socket, TcpState
+from tcpwatchd.model import Owner, Socket, TcpState
+from tcpwatchd.snapshot import Snapshot, listener_owners
 from tcpwatchd.table import UNCONNECTED, ConnKey, Key, four_tuple, object_key
 
 _ENDED = frozenset({TcpState.TIME_WAIT, TcpState.CLOSE})
@@ -275,13 +276,7 @@ def _opened(snap: Snapshot, sock: Socket, key: Key, now: float, poll: int) -> Op
 def _attribute_to_listeners(snap: Snapshot, opened: list[Opened]) -> list[Opened]:
     """Count an opening no process holds yet (still in the accept queue, or already TIME_WAIT on the
     server side) under the process listening on its local port: that is who the peer connected to."""
-    listeners: dict[int, Owner] = {}
-    table = snap.sockets
-    for row in table.rows_in(TcpState.LISTEN):
-        sock = table.socket(row)
-        owner = snap.owner_of(sock)
-        if owner is not None:
-            listeners.setdefault(sock.local_port, owner)
+    listeners = listener_owners(snap)
     out = []
     for o in opened:
         owner = listeners.get(o.local_port) if not o.pid else None

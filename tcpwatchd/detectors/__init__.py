@@ -1,44 +1,40 @@
-"""The detectors: pure functions of the tracker's view and the config, registered by name.
+"""The detectors: pure functions of the tracker's view and their config section, one module each.
 
-Importing this package registers every detector (each module registers itself with `@register`).
+Importing this package imports every module in it, and each detector module registers itself
+(`SPEC = register(DetectorSpec(...))`, see registry.py): adding a detector is adding a file.
 """
 
-from tcpwatchd.detectors import (
-    close_wait,
-    keepalive_off,
-    phantom,
-    reconnect_storm,
-    stalled_receive,
-    unresponsive_peer,
-)
+import importlib
+import pkgutil
+
 from tcpwatchd.detectors.base import (
+    LISTED_PER_PROCESS,
     Context,
     Detail,
-    Detector,
     Finding,
     Kind,
     Outcome,
-    Registered,
-    is_enabled,
-    register,
-    registered,
 )
+from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, register, registered
+
+# Not detectors: the shared types and the registry itself.
+INFRASTRUCTURE = frozenset({"base", "registry"})
+
+for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _module.name not in INFRASTRUCTURE:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "INFRASTRUCTURE",
+    "LISTED_PER_PROCESS",
     "Context",
     "Detail",
-    "Detector",
+    "DetectorSpec",
     "Finding",
     "Kind",
+    "KindSpec",
     "Outcome",
-    "Registered",
-    "close_wait",
-    "is_enabled",
-    "keepalive_off",
-    "phantom",
-    "reconnect_storm",
+    "ValueGauge",
     "register",
     "registered",
-    "stalled_receive",
-    "unresponsive_peer",
 ]

@@ -1,36 +1,28 @@
-"""What every detector shares: the `Finding` it produces, the `Detector` protocol, and the registry.
+"""What every detector shares: the `Finding` it produces, the `Outcome` it returns, and the helpers that
+turn rows of the socket table into findings.
 
-A detector is a pure function of the tracker's view and the config: `(TrackedPoll, Context) -> Outcome`.
-It is registered by name (the name is also its `[detect.<name>]` config section) with a default on/off,
-in the style of node_exporter's collector registry (collector/collector.go).
+A detector is a pure function of the tracker's view, its own config section and the poll's context:
+`(TrackedPoll, Settings, Context) -> Outcome`. How it is registered: detectors/registry.py.
 """
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
 
-from tcpwatchd.config import DetectConfig
 from tcpwatchd.model import Socket
 from tcpwatchd.snapshot import row_owner_names
 from tcpwatchd.tracker import TrackedPoll
 
 
-class Kind(enum.StrEnum):
-    """What a finding is. Each detector produces one kind, except phantom (phantom and idle_suspect)."""
+class Kind(str):
+    """The name of a kind of finding ('close_wait'). The detector that produces a kind declares it (and
+    its gauge, help and journal id) in its registration (detectors/registry.py); there is no central list."""
 
-    CLOSE_WAIT = "close_wait"
-    PHANTOM = "phantom"
-    IDLE_SUSPECT = "idle_suspect"
-    RECONNECT_STORM = "reconnect_storm"
-    KEEPALIVE_OFF = "keepalive_off"
-    STALLED_RECEIVE = "stalled_receive"
-    UNRESPONSIVE_PEER = "unresponsive_peer"
+    __slots__ = ()
 
 
 DetailValue = str | int | float
@@ -66,7 +58,7 @@ class Finding:
     @property
     def identity(self) -> tuple[str, str, str]:
         """Stable across polls while the condition lasts: what `announce` diffs on."""
-        return (self.kind.value, self.local, self.remote)
+        return (self.kind, self.local, self.remote)
 
     def detail(self, key: str) -> DetailValue | None:
         return next((d.value for d in self.details if d.key == key), None)
@@ -76,14 +68,14 @@ class Finding:
         facts = " ".join(f"{d.key}={d.value}" for d in self.details)
         unit = f" unit={self.unit!r}" if self.unit else ""
         return (
-            f"{self.kind.value} process={self.process!r} pid={self.pid}{unit} peer={self.peer} "
+            f"{self.kind} process={self.process!r} pid={self.pid}{unit} peer={self.peer} "
             f"age={self.age_seconds:.1f}s socket={self.local} -> {self.remote}"
             + (f" {facts}" if facts else "")
         )
 
     def to_json(self) -> dict[str, object]:
         return {
-            "kind": self.kind.value,
+            "kind": str(self.kind),
             "process": self.process,
             "pid": self.pid,
             "unit": self.unit,
@@ -95,7 +87,7 @@ class Finding:
         }
 
 
-def _no_ages() -> Mapping[str, float]:
+def _nothing() -> Mapping[str, Mapping[str, float]]:
     return MappingProxyType({})
 
 
@@ -103,24 +95,23 @@ def _no_ages() -> Mapping[str, float]:
 class Outcome:
     """What one detector found in one poll.
 
-    `degraded` says why the detector could not judge every socket ('' when it could). `oldest_age`
-    maps a process to the age of its oldest socket in the detector's condition, including sockets still
-    under the threshold (close_wait's oldest-age gauge needs it).
+    `counts` has every finding per (kind, process), also those `findings` does not list (see
+    LISTED_PER_PROCESS); `mass_outcome` and `listed_outcome` fill it. `degraded` says why the detector could
+    not judge every socket ('' when it could). `values` holds the extra per-process figures the detector
+    exports (its registration's `values`): value key -> process -> value, e.g. close_wait's oldest age.
     """
 
     findings: tuple[Finding, ...] = ()
+    counts: Mapping[tuple[Kind, str], int] = field(default_factory=lambda: MappingProxyType({}))
     degraded: str = ""
-    oldest_age: Mapping[str, float] = field(default_factory=_no_ages)
-    # Findings per (kind, process), when `findings` lists only some of them (see LISTED_PER_PROCESS);
-    # None when `findings` is complete.
-    counts: Mapping[tuple[Kind, str], int] | None = None
+    values: Mapping[str, Mapping[str, float]] = field(default_factory=_nothing)
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """Everything a detector may read besides the tracker: the config and the current sysctl values."""
+    """What a detector may read besides the tracker and its own section: the sysctl values of this poll
+    (dotted names; empty when [sysctl] mode is "off")."""
 
-    detect: DetectConfig
     sysctl: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -128,44 +119,6 @@ class Context:
 # CLOSE_WAIT leak at its height). The gauges count them all; each poll names at most this many per kind and
 # process (in socket table order), so that a poll, its log lines and `snapshot` stay readable and cheap.
 LISTED_PER_PROCESS = 20
-
-
-class Detector(Protocol):
-    def __call__(self, tracked: TrackedPoll, ctx: Context, /) -> Outcome: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Registered:
-    name: str  # also the config section `[detect.<name>]`
-    detect: Detector
-    default_enabled: bool
-
-
-_REGISTRY: dict[str, Registered] = {}
-
-
-def register(name: str, default_enabled: bool = True) -> Callable[[Detector], Detector]:
-    """Decorator: `@register("close_wait")` adds a detector to the registry under its config name."""
-
-    def add(fn: Detector) -> Detector:
-        if name in _REGISTRY:
-            raise ValueError(f"detector {name!r} registered twice")
-        _REGISTRY[name] = Registered(name, fn, default_enabled)
-        return fn
-
-    return add
-
-
-def registered() -> tuple[Registered, ...]:
-    """Every detector, in registration order."""
-    return tuple(_REGISTRY.values())
-
-
-def is_enabled(entry: Registered, detect: DetectConfig) -> bool:
-    """The config's `enabled` for the detector's section, else the registry's default."""
-    section = getattr(detect, entry.name, None)
-    enabled = getattr(section, "enabled", None)
-    return entry.default_enabled if enabled is None else bool(enabled)
 
 
 def peer_address(address: str) -> str:
@@ -236,3 +189,10 @@ def connection_finding(
         age_seconds=max(0.0, age),
         details=details,
     )
+
+
+def listed_outcome(findings: Iterable[Finding], degraded: str = "") -> Outcome:
+    """An outcome that lists every finding it counts (detectors whose findings are few by nature)."""
+    listed = tuple(findings)
+    counts = Counter((f.kind, f.process) for f in listed)
+    return Outcome(findings=listed, counts=MappingProxyType(dict(counts)), degraded=degraded)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from pydantic import Field
+
 from tcpwatchd.detectors.base import (
     Context,
     Detail,
@@ -19,15 +21,21 @@ from tcpwatchd.detectors.base import (
     connection_finding,
     mass_outcome,
     owner_names,
-    register,
 )
+from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, register
 from tcpwatchd.model import TcpState
+from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.tracker import TrackedPoll
 
+CLOSE_WAIT = Kind("close_wait")
 
-@register("close_wait")
-def detect_close_wait(tracked: TrackedPoll, ctx: Context) -> Outcome:
-    min_age = ctx.detect.close_wait.min_age_seconds
+
+class CloseWaitConfig(DetectorSettings):
+    min_age_seconds: float = Field(300.0, ge=0)
+
+
+def detect_close_wait(tracked: TrackedPoll, cfg: CloseWaitConfig, ctx: Context) -> Outcome:
+    min_age = cfg.min_age_seconds
     table, now = tracked.snapshot.sockets, tracked.now
     rows = table.rows_in(TcpState.CLOSE_WAIT)
     since = [tracked.track_at(row).state_since for row in rows]
@@ -41,9 +49,37 @@ def detect_close_wait(tracked: TrackedPoll, ctx: Context) -> Outcome:
         # Already in CLOSE_WAIT at tcpwatchd's first poll: the real age is unknown and larger.
         lower_bound = track.preexisting and track.state_since == track.first_seen
         details = (Detail("age_is_lower_bound", "yes"),) if lower_bound else ()
-        return connection_finding(
-            Kind.CLOSE_WAIT, tracked, table.socket(row), now - track.state_since, details
-        )
+        return connection_finding(CLOSE_WAIT, tracked, table.socket(row), now - track.state_since, details)
 
-    outcome = mass_outcome(Kind.CLOSE_WAIT, tracked, leaked, finding)
-    return Outcome(findings=outcome.findings, counts=outcome.counts, oldest_age=MappingProxyType(oldest))
+    outcome = mass_outcome(CLOSE_WAIT, tracked, leaked, finding)
+    return Outcome(
+        findings=outcome.findings,
+        counts=outcome.counts,
+        values=MappingProxyType({OLDEST_AGE: MappingProxyType(oldest)}),
+    )
+
+
+OLDEST_AGE = "oldest_age_seconds"
+
+SPEC = register(
+    DetectorSpec(
+        name="close_wait",
+        settings=CloseWaitConfig,
+        detect=detect_close_wait,
+        kinds=(
+            KindSpec(
+                CLOSE_WAIT,
+                "tcpwatchd_close_wait_leaked_sockets",
+                "CLOSE_WAIT sockets of the process older than detect.close_wait.min_age_seconds.",
+                "8651c89853874c8f9fbfe9581f3ebf94",
+            ),
+        ),
+        values=(
+            ValueGauge(
+                OLDEST_AGE,
+                "tcpwatchd_close_wait_oldest_age_seconds",
+                "Age in seconds of the process's oldest socket continuously in CLOSE_WAIT (0 when none).",
+            ),
+        ),
+    )
+)

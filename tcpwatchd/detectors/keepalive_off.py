@@ -24,11 +24,18 @@ from tcpwatchd.detectors.base import (
     Outcome,
     connection_finding,
     mass_outcome,
-    register,
 )
+from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import TcpState, TimerKind
-from tcpwatchd.table import SocketTable
+from tcpwatchd.sections import DetectorSettings
+from tcpwatchd.table import Derived, SocketTable
 from tcpwatchd.tracker import TrackedPoll
+
+KEEPALIVE_OFF = Kind("keepalive_off")
+
+
+class KeepaliveOffConfig(DetectorSettings):
+    pass
 
 
 def _rows(table: SocketTable) -> list[int]:
@@ -38,13 +45,34 @@ def _rows(table: SocketTable) -> list[int]:
     return list(compress(established, map(TimerKind.OFF.__eq__, map(timers.__getitem__, established))))
 
 
-@register("keepalive_off")
-def detect_keepalive_off(tracked: TrackedPoll, ctx: Context) -> Outcome:
+# Reads states and timers only: carried to the next poll while both columns are unchanged.
+_UNARMED = Derived[list[int]]("keepalive_off.rows", reads=("state", "timer"))
+
+
+def detect_keepalive_off(tracked: TrackedPoll, cfg: KeepaliveOffConfig, ctx: Context) -> Outcome:
     table = tracked.snapshot.sockets
-    rows: list[int] = table.memo("structure:keepalive_off", lambda: _rows(table))
+    rows = table.derive(_UNARMED, lambda: _rows(table))
 
     def finding(row: int) -> Finding:
         age = tracked.now - tracked.track_at(row).first_seen
-        return connection_finding(Kind.KEEPALIVE_OFF, tracked, table.socket(row), age)
+        return connection_finding(KEEPALIVE_OFF, tracked, table.socket(row), age)
 
-    return mass_outcome(Kind.KEEPALIVE_OFF, tracked, rows, finding)
+    return mass_outcome(KEEPALIVE_OFF, tracked, rows, finding)
+
+
+SPEC = register(
+    DetectorSpec(
+        name="keepalive_off",
+        settings=KeepaliveOffConfig,
+        detect=detect_keepalive_off,
+        kinds=(
+            KindSpec(
+                KEEPALIVE_OFF,
+                "tcpwatchd_keepalive_off_connections",
+                "ESTABLISHED connections of the process with no keepalive timer (busy sockets whose "
+                "retransmit or probe timer hides it are not counted).",
+                "911743d32b314f4bb80acfff03c7676a",
+            ),
+        ),
+    )
+)

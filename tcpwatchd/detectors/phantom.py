@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from itertools import compress
 from types import MappingProxyType
 
+from pydantic import Field
+
 from tcpwatchd.detectors.base import (
     Context,
     Detail,
@@ -32,10 +34,19 @@ from tcpwatchd.detectors.base import (
     connection_finding,
     mass_outcome,
     peer_address,
-    register,
 )
+from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import Socket, TcpState, TimerKind
+from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.tracker import TrackedPoll
+
+PHANTOM = Kind("phantom")
+IDLE_SUSPECT = Kind("idle_suspect")
+
+
+class PhantomConfig(DetectorSettings):
+    idle_seconds: float = Field(900.0, gt=0)
+
 
 ServiceKey = tuple[str, int]  # (peer address, local port)
 
@@ -48,9 +59,8 @@ class Sighting:
     at: float
 
 
-@register("phantom")
-def detect_phantom(tracked: TrackedPoll, ctx: Context) -> Outcome:
-    limit_ms = ctx.detect.phantom.idle_seconds * 1000.0
+def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Outcome:
+    limit_ms = cfg.idle_seconds * 1000.0
     table = tracked.snapshot.sockets
     data_ms, ack_ms = table.column("last_data_recv_ms"), table.column("last_ack_recv_ms")
     states = table.column("state")
@@ -72,7 +82,7 @@ def detect_phantom(tracked: TrackedPoll, ctx: Context) -> Outcome:
         return Outcome(degraded=degraded)
     sockets = {row: table.socket(row) for row in idle_rows}
     newest = _newest_sightings(tracked, {_service(sock) for sock in sockets.values()})
-    verdicts: dict[Kind, list[int]] = {Kind.PHANTOM: [], Kind.IDLE_SUSPECT: []}
+    verdicts: dict[Kind, list[int]] = {PHANTOM: [], IDLE_SUSPECT: []}
     for row, sock in sockets.items():
         kind = _judge(tracked, row, sock, _idle_seconds(sock), newest)
         if kind is not None:
@@ -81,14 +91,12 @@ def detect_phantom(tracked: TrackedPoll, ctx: Context) -> Outcome:
     def finding(kind: Kind) -> Callable[[int], Finding]:
         return lambda row: _finding(kind, tracked, sockets[row], newest)
 
-    phantoms = mass_outcome(Kind.PHANTOM, tracked, verdicts[Kind.PHANTOM], finding(Kind.PHANTOM))
-    suspects = mass_outcome(
-        Kind.IDLE_SUSPECT, tracked, verdicts[Kind.IDLE_SUSPECT], finding(Kind.IDLE_SUSPECT)
-    )
+    phantoms = mass_outcome(PHANTOM, tracked, verdicts[PHANTOM], finding(PHANTOM))
+    suspects = mass_outcome(IDLE_SUSPECT, tracked, verdicts[IDLE_SUSPECT], finding(IDLE_SUSPECT))
     return Outcome(
         findings=phantoms.findings + suspects.findings,
         degraded=degraded,
-        counts=MappingProxyType({**(phantoms.counts or {}), **(suspects.counts or {})}),
+        counts=MappingProxyType({**phantoms.counts, **suspects.counts}),
     )
 
 
@@ -107,23 +115,21 @@ def _judge(
     track = tracked.track_at(row)
     seen = newest.get(_service(sock))
     if seen is not None and seen.poll > track.first_seen_poll and seen.at > tracked.now - idle:
-        return Kind.PHANTOM
-    return Kind.IDLE_SUSPECT if sock.timer is TimerKind.OFF else None
+        return PHANTOM
+    return IDLE_SUSPECT if sock.timer is TimerKind.OFF else None
 
 
 def _finding(kind: Kind, tracked: TrackedPoll, sock: Socket, newest: dict[ServiceKey, Sighting]) -> Finding:
     idle = _idle_seconds(sock)
-    if kind is Kind.PHANTOM:
+    if kind == PHANTOM:
         seen = newest[_service(sock)]
         details = (
             Detail("idle_seconds", round(idle, 1)),
             Detail("newer_connection_seen_seconds_ago", round(tracked.now - seen.at, 1)),
             Detail("keepalive", "on" if sock.timer is TimerKind.KEEPALIVE else "off"),
         )
-        return connection_finding(Kind.PHANTOM, tracked, sock, idle, details)
-    return connection_finding(
-        Kind.IDLE_SUSPECT, tracked, sock, idle, (Detail("idle_seconds", round(idle, 1)),)
-    )
+        return connection_finding(PHANTOM, tracked, sock, idle, details)
+    return connection_finding(IDLE_SUSPECT, tracked, sock, idle, (Detail("idle_seconds", round(idle, 1)),))
 
 
 def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[ServiceKey, Sighting]:
@@ -151,3 +157,30 @@ def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[S
     for opened in tracked.recent_opened:
         see((peer_address(opened.remote_address), opened.local_port), opened.poll, opened.at)
     return newest
+
+
+SPEC = register(
+    DetectorSpec(
+        name="phantom",
+        settings=PhantomConfig,
+        detect=detect_phantom,
+        kinds=(
+            KindSpec(
+                PHANTOM,
+                "tcpwatchd_phantom_connections",
+                "ESTABLISHED connections idle past detect.phantom.idle_seconds and superseded by a newer "
+                "connection from the same peer address to the same local port.",
+                "d72a45a215b448a891d2cf3e2409f4bf",
+            ),
+            KindSpec(
+                IDLE_SUSPECT,
+                "tcpwatchd_idle_suspect_connections",
+                "ESTABLISHED connections idle past detect.phantom.idle_seconds, not superseded, "
+                "keepalive off.",
+                "fa4f4b4c2b7543f293f947ec4f410b9a",
+            ),
+        ),
+        # A newer connection supersedes an idle one if it opened within the idle time.
+        remembers_openings=lambda cfg: cfg.idle_seconds,
+    )
+)

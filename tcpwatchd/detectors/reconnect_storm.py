@@ -12,12 +12,26 @@ service); without a visible listener, under the newest opening's owner.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import MappingProxyType
 
-from tcpwatchd.detectors.base import Context, Detail, Finding, Kind, Outcome, endpoint, peer_address, register
-from tcpwatchd.model import Owner, TcpState
+from pydantic import Field
+
+from tcpwatchd.detectors.base import Context, Detail, Finding, Kind, Outcome, endpoint, peer_address
+from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
+from tcpwatchd.model import Owner
+from tcpwatchd.sections import DetectorSettings
+from tcpwatchd.snapshot import listener_owners
 from tcpwatchd.tracker import Opened, TrackedPoll
+
+RECONNECT_STORM = Kind("reconnect_storm")
+
+
+class ReconnectStormConfig(DetectorSettings):
+    window_seconds: float = Field(300.0, gt=0)
+    min_new_connections: int = Field(10, ge=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +46,17 @@ class Burst:
     pid: int
 
 
-@register("reconnect_storm")
-def detect_reconnect_storm(tracked: TrackedPoll, ctx: Context) -> Outcome:
-    cfg = ctx.detect.reconnect_storm
+def detect_reconnect_storm(tracked: TrackedPoll, cfg: ReconnectStormConfig, ctx: Context) -> Outcome:
     horizon = tracked.now - cfg.window_seconds
-    listeners = _listeners(tracked)
+    listeners = listener_owners(tracked.snapshot)
     findings = []
     for burst in _bursts(o for o in tracked.recent_opened if o.at > horizon):
         if burst.count >= cfg.min_new_connections:
             findings.append(_finding(tracked, burst, listeners.get(burst.local_port), cfg.window_seconds))
-    return Outcome(findings=tuple(findings))
+    # The gauge counts storming peers per process; one peer can storm several ports of one process.
+    peers = Counter(process for process, _peer in {(f.process, f.peer) for f in findings})
+    counts = {(RECONNECT_STORM, process): n for process, n in peers.items()}
+    return Outcome(findings=tuple(findings), counts=MappingProxyType(counts))
 
 
 def _bursts(openings: Iterable[Opened]) -> list[Burst]:
@@ -61,21 +76,9 @@ def _bursts(openings: Iterable[Opened]) -> list[Burst]:
     return list(bursts.values())
 
 
-def _listeners(tracked: TrackedPoll) -> dict[int, Owner]:
-    """Local port -> the owner of a LISTEN socket on it (the service a storm hits)."""
-    owners: dict[int, Owner] = {}
-    table = tracked.snapshot.sockets
-    for row in table.rows_in(TcpState.LISTEN):
-        sock = table.socket(row)
-        owner = tracked.owner_of(sock)
-        if owner is not None:
-            owners.setdefault(sock.local_port, owner)
-    return owners
-
-
 def _finding(tracked: TrackedPoll, burst: Burst, listener: Owner | None, window: float) -> Finding:
     return Finding(
-        kind=Kind.RECONNECT_STORM,
+        kind=RECONNECT_STORM,
         process=listener.name if listener else burst.process,
         pid=listener.pid if listener else burst.pid,
         unit=(listener.unit or listener.container) if listener else "",
@@ -85,3 +88,22 @@ def _finding(tracked: TrackedPoll, burst: Burst, listener: Owner | None, window:
         age_seconds=max(0.0, tracked.now - burst.first_at),
         details=(Detail("new_connections", burst.count), Detail("window_seconds", window)),
     )
+
+
+SPEC = register(
+    DetectorSpec(
+        name="reconnect_storm",
+        settings=ReconnectStormConfig,
+        detect=detect_reconnect_storm,
+        kinds=(
+            KindSpec(
+                RECONNECT_STORM,
+                "tcpwatchd_reconnect_storm_peers",
+                "Peer addresses that opened at least detect.reconnect_storm.min_new_connections connections "
+                "to one of the process's ports within detect.reconnect_storm.window_seconds.",
+                "6fed03c2347d443b83a9e164d1461048",
+            ),
+        ),
+        remembers_openings=lambda cfg: cfg.window_seconds,
+    )
+)

@@ -11,6 +11,8 @@ which is also worth knowing.
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from tcpwatchd.detectors.base import (
     Context,
     Detail,
@@ -19,14 +21,20 @@ from tcpwatchd.detectors.base import (
     Outcome,
     connection_finding,
     mass_outcome,
-    register,
 )
+from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
+from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.tracker import TrackedPoll
 
+STALLED_RECEIVE = Kind("stalled_receive")
 
-@register("stalled_receive")
-def detect_stalled_receive(tracked: TrackedPoll, ctx: Context) -> Outcome:
-    min_age = ctx.detect.stalled_receive.min_age_seconds
+
+class StalledReceiveConfig(DetectorSettings):
+    min_age_seconds: float = Field(60.0, ge=0)
+
+
+def detect_stalled_receive(tracked: TrackedPoll, cfg: StalledReceiveConfig, ctx: Context) -> Outcome:
+    min_age = cfg.min_age_seconds
     table, now = tracked.snapshot.sockets, tracked.now
     rows = []
     for row in table.unread_rows():
@@ -39,6 +47,24 @@ def detect_stalled_receive(tracked: TrackedPoll, ctx: Context) -> Outcome:
         since = tracked.track_at(row).unread_since
         since = now if since is None else since
         details = (Detail("unread_bytes", table.unread_bytes(row)), Detail("state", sock.state.label))
-        return connection_finding(Kind.STALLED_RECEIVE, tracked, sock, now - since, details)
+        return connection_finding(STALLED_RECEIVE, tracked, sock, now - since, details)
 
-    return mass_outcome(Kind.STALLED_RECEIVE, tracked, rows, finding)
+    return mass_outcome(STALLED_RECEIVE, tracked, rows, finding)
+
+
+SPEC = register(
+    DetectorSpec(
+        name="stalled_receive",
+        settings=StalledReceiveConfig,
+        detect=detect_stalled_receive,
+        kinds=(
+            KindSpec(
+                STALLED_RECEIVE,
+                "tcpwatchd_stalled_receive_connections",
+                "Connections of the process with unread data queued for longer than "
+                "detect.stalled_receive.min_age_seconds.",
+                "a62d3dc4490b470fa2e9a1bc464e661d",
+            ),
+        ),
+    )
+)

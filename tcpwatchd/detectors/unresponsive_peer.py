@@ -5,18 +5,17 @@ while the retransmit timer is pending) counts consecutive RTO retransmissions of
 returns to 0 on the first ACK that advances (net/ipv4/tcp_input.c tcp_ack), so it is exactly "in a row".
 
 When the kernel gives up: not after tcp_retries2 retransmissions but once the time since the head
-segment's first send exceeds the time tcp_retries2 exponentially backed-off retransmissions would take,
-starting from TCP_RTO_MIN (200 ms) and capped per step at tcp_rto_max_ms (120 s before Linux 6.15, which
-made it a sysctl): net/ipv4/tcp_timer.c tcp_model_timeout() and retransmits_timed_out(). The default
-tcp_retries2 = 15 gives 924.6 s. A TCP_USER_TIMEOUT set by the application overrides this; tcpwatchd cannot
-see it. Orphans (closed by the application, inode 0) obey tcp_orphan_retries instead and have no process
-to blame, so they are left out.
+segment's first send exceeds the time tcp_retries2 exponentially backed-off retransmissions would take
+(sysctl/derived.py computes it, as net/ipv4/tcp_timer.c tcp_model_timeout() does; 924.6 s by default).
+A TCP_USER_TIMEOUT set by the application overrides this; tcpwatchd cannot see it. Orphans (closed by the
+application, inode 0) obey tcp_orphan_retries instead and have no process to blame, so they are left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from itertools import compress
+
+from pydantic import Field
 
 from tcpwatchd.detectors.base import (
     Context,
@@ -26,41 +25,24 @@ from tcpwatchd.detectors.base import (
     Outcome,
     connection_finding,
     mass_outcome,
-    register,
 )
+from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import Socket, TcpState, consecutive_retransmits
+from tcpwatchd.sections import DetectorSettings
+from tcpwatchd.sysctl.derived import inflight_detection_from
 from tcpwatchd.tracker import TrackedPoll
 
-TCP_RTO_MIN_MS = 200  # include/net/tcp.h: TCP_RTO_MIN ((unsigned)(HZ / 5))
-TCP_RTO_MAX_MS = 120_000  # include/net/tcp.h: TCP_RTO_MAX; net.ipv4.tcp_rto_max_ms since 6.15
-DEFAULT_RETRIES2 = 15  # include/net/tcp.h: TCP_RETR2
+UNRESPONSIVE_PEER = Kind("unresponsive_peer")
+
+
+class UnresponsivePeerConfig(DetectorSettings):
+    min_retransmits: int = Field(3, ge=1, le=255)
+
 
 # Synchronized states in which the retransmit budget is tcp_retries2 (tcp_write_timeout).
 _JUDGED = frozenset(
     {TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.FIN_WAIT1, TcpState.CLOSING, TcpState.LAST_ACK}
 )
-
-
-def give_up_seconds(retries2: int, rto_max_ms: int = TCP_RTO_MAX_MS) -> float:
-    """Seconds of retransmission after which the kernel gives up (tcp_model_timeout, rto_base TCP_RTO_MIN).
-
-    >>> give_up_seconds(15)
-    924.6
-    """
-    rto_max_ms = max(rto_max_ms, TCP_RTO_MIN_MS)
-    thresh = (rto_max_ms // TCP_RTO_MIN_MS).bit_length() - 1  # ilog2(TCP_RTO_MAX / rto_base)
-    if retries2 <= thresh:
-        total_ms = ((2 << retries2) - 1) * TCP_RTO_MIN_MS if retries2 >= 0 else 0
-    else:
-        total_ms = ((2 << thresh) - 1) * TCP_RTO_MIN_MS + (retries2 - thresh) * rto_max_ms
-    return total_ms / 1000.0
-
-
-def give_up_from_sysctl(sysctl: Mapping[str, int]) -> float:
-    return give_up_seconds(
-        sysctl.get("net.ipv4.tcp_retries2", DEFAULT_RETRIES2),
-        sysctl.get("net.ipv4.tcp_rto_max_ms", TCP_RTO_MAX_MS),
-    )
 
 
 def retransmitting_seconds(sock: Socket) -> float | None:
@@ -79,10 +61,9 @@ def retransmitting_seconds(sock: Socket) -> float | None:
     return (waited + info.last_data_sent_ms) / 1000.0
 
 
-@register("unresponsive_peer")
-def detect_unresponsive_peer(tracked: TrackedPoll, ctx: Context) -> Outcome:
-    min_retransmits = ctx.detect.unresponsive_peer.min_retransmits
-    budget = give_up_from_sysctl(ctx.sysctl)
+def detect_unresponsive_peer(tracked: TrackedPoll, cfg: UnresponsivePeerConfig, ctx: Context) -> Outcome:
+    min_retransmits = cfg.min_retransmits
+    budget = inflight_detection_from(ctx.sysctl)
     table = tracked.snapshot.sockets
     states, inodes = table.column("state"), table.column("inode")
     # Retransmitting sockets are few: find them in C, then judge each.
@@ -98,6 +79,24 @@ def detect_unresponsive_peer(tracked: TrackedPoll, ctx: Context) -> Outcome:
             details.append(Detail("kernel_gives_up_in_seconds", round(max(0.0, budget - elapsed), 1)))
         # Without tcp_info (the /proc fallback) when retransmission began is unknown: age 0, no guess.
         age = elapsed if elapsed is not None else 0.0
-        return connection_finding(Kind.UNRESPONSIVE_PEER, tracked, sock, age, tuple(details))
+        return connection_finding(UNRESPONSIVE_PEER, tracked, sock, age, tuple(details))
 
-    return mass_outcome(Kind.UNRESPONSIVE_PEER, tracked, rows, finding)
+    return mass_outcome(UNRESPONSIVE_PEER, tracked, rows, finding)
+
+
+SPEC = register(
+    DetectorSpec(
+        name="unresponsive_peer",
+        settings=UnresponsivePeerConfig,
+        detect=detect_unresponsive_peer,
+        kinds=(
+            KindSpec(
+                UNRESPONSIVE_PEER,
+                "tcpwatchd_unresponsive_peer_connections",
+                "Connections of the process with at least detect.unresponsive_peer.min_retransmits "
+                "consecutive retransmissions.",
+                "fd42ff36e84d446b81e4db55919ab160",
+            ),
+        ),
+    )
+)

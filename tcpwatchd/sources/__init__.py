@@ -1,8 +1,8 @@
 """Where sockets and kernel counters come from, behind one small protocol.
 
-Netlink sock_diag first (fast, and it carries tcp_info); /proc/net/tcp{,6} as the fallback and the
-cross-check. Both see the network namespace of the calling process (for procnet: of `proc_root`, so
-`/proc/<pid>` reads the namespace of that process).
+Netlink sock_diag first (fast, and it carries tcp_info); /proc/net/tcp{,6} as the fallback (chosen per
+poll by the snapshot taker, sources/taker.py) and the cross-check. Both see the network namespace of the
+calling process (for procnet: of `proc_root`, so `/proc/<pid>` reads the namespace of that process).
 
     >>> result = SOCKET_SOURCES["procnet"]().sockets()   # doctest: +SKIP
     >>> result.source, len(result.sockets), result.skipped_lines
@@ -25,7 +25,6 @@ from tcpwatchd.sources.sockdiag_parse import NetlinkError
 
 __all__ = [
     "SOCKET_SOURCES",
-    "AutoSource",
     "NetlinkError",
     "ParseError",
     "ProcNetSource",
@@ -83,29 +82,8 @@ class ProcNetSource:
         return SourceResult(self.name, table.sockets, table.skipped_lines, table.notes)
 
 
-class AutoSource:
-    """sock_diag, falling back to /proc for the poll when netlink is refused or fails.
-
-    The result's `source` names the one that answered and `notes` says why netlink was not used.
-    """
-
-    name = "auto"
-
-    def __init__(self, proc_root: str = "/proc", primary: SocketSource | None = None) -> None:
-        self._primary = primary or SockDiagSource()
-        self._fallback = ProcNetSource(proc_root)
-
-    def sockets(self) -> SourceResult:
-        try:
-            return self._primary.sockets()
-        except (SourceUnavailable, OSError) as e:
-            result = self._fallback.sockets()
-            note = f"sockdiag failed, used procnet: {e}"
-            return SourceResult(result.source, result.sockets, result.skipped_lines, (note, *result.notes))
-
-
 SOCKET_SOURCES: Mapping[str, Callable[[], SocketSource]] = MappingProxyType(
-    {"sockdiag": SockDiagSource, "procnet": ProcNetSource, "auto": AutoSource}
+    {"sockdiag": SockDiagSource, "procnet": ProcNetSource}
 )
 
 

@@ -26,8 +26,11 @@ kernel computes in jiffies; this is exact at HZ=1000.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 TCP_RTO_MIN_MS = 200  # include/net/tcp.h: TCP_RTO_MIN = HZ / 5
 TCP_RTO_MAX_MS = 120_000  # include/net/tcp.h: TCP_RTO_MAX = TCP_RTO_MAX_SEC * HZ, TCP_RTO_MAX_SEC = 120
+DEFAULT_RETRIES2 = 15  # include/net/tcp.h: TCP_RETR2
 
 
 def idle_detection_seconds(keepalive_time: int, keepalive_intvl: int, keepalive_probes: int) -> int:
@@ -62,3 +65,15 @@ def inflight_detection_seconds(tcp_retries2: int, rto_max_ms: int = TCP_RTO_MAX_
     924.6
     """
     return model_timeout_ms(tcp_retries2, TCP_RTO_MIN_MS, rto_max_ms) / 1000
+
+
+def inflight_detection_from(sysctl: Mapping[str, int]) -> float:
+    """`inflight_detection_seconds` from dotted sysctl values, with the kernel's defaults for missing ones
+    (a poll without the sysctl audit still knows the default budget).
+
+    >>> inflight_detection_from({})
+    924.6
+    """
+    retries2 = sysctl.get("net.ipv4.tcp_retries2", DEFAULT_RETRIES2)
+    rto_max_ms = max(sysctl.get("net.ipv4.tcp_rto_max_ms", TCP_RTO_MAX_MS), TCP_RTO_MIN_MS)
+    return inflight_detection_seconds(max(retries2, 0), rto_max_ms)

@@ -13,6 +13,7 @@ import logging
 from types import MappingProxyType
 
 from tcpwatchd.config import SysctlConfig
+from tcpwatchd.logs import FIELDS_ATTR, SYSCTL_DRIFT_MESSAGE_ID
 from tcpwatchd.sysctl.audit import SysctlReport, SysctlWrite, WriteTotal, build_report
 from tcpwatchd.sysctl.catalog import NAMES
 from tcpwatchd.sysctl.policy import find_problems
@@ -67,7 +68,13 @@ class SysctlPolicy:
             return self._failure(SysctlWrite(name, reading.value, new, describe_os_error(e)))
         self._succeeded[name] = self._succeeded.get(name, 0) + 1
         self._last_failure.pop(name, None)
-        log.warning("set sysctl %s from %d to %d (enforcing the config)", name, reading.value, new)
+        log.warning(
+            "set sysctl %s from %d to %d (enforcing the config)",
+            name,
+            reading.value,
+            new,
+            extra={FIELDS_ATTR: {"TCPWATCHD_FINDING": "sysctl_drift", "MESSAGE_ID": SYSCTL_DRIFT_MESSAGE_ID}},
+        )
         return SysctlWrite(name, reading.value, new)
 
     def _failure(self, write: SysctlWrite) -> SysctlWrite:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tcpwatchd.logs import MESSAGE_IDS
+from tcpwatchd.outputs.announce import message_ids
 from tests.deploy.tools import RUNBOOK, github_anchor, runbook_anchors
 
 # Finding kind -> the runbook section about it.
@@ -37,7 +37,7 @@ REQUIRED_ADVICE = (
 
 
 def test_every_finding_kind_has_a_section() -> None:
-    assert set(FINDING_SECTIONS) == set(MESSAGE_IDS)
+    assert set(FINDING_SECTIONS) == set(message_ids())
     for heading in FINDING_SECTIONS.values():
         assert github_anchor(heading) in runbook_anchors(), heading
 

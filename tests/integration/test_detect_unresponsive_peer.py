@@ -44,7 +44,6 @@ def test_a_sender_whose_peer_vanished_is_flagged_a_busy_healthy_one_is_not() -> 
         assert 900 < f["details"]["kernel_gives_up_in_seconds"] < 924.6
         assert p.gauge("tcpwatchd_unresponsive_peer_connections", "up-sender") == 1
         assert p.gauge("tcpwatchd_unresponsive_peer_connections", "up-healthy") == 0
-        assert p.gauge("tcpwatchd_unresponsive_peer_give_up_seconds", "") == pytest.approx(924.6)
         assert not any(q.findings("unresponsive_peer", "up-healthy") for q in watch.polls)
         [line] = [x for x in watch.logged() if x["fields"].get("TCPWATCHD_FINDING") == "unresponsive_peer"]
         assert line["fields"]["TCPWATCHD_PEER"] == "198.18.5.2"

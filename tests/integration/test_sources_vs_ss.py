@@ -41,8 +41,14 @@ SS_STATES = {
 DUMP_IN_NAMESPACE = f"""
 import dataclasses, json, sys
 sys.path.insert(0, {str(REPO)!r})
-from tcpwatchd.sources import SOCKET_SOURCES
-result = SOCKET_SOURCES[sys.argv[1]]().sockets()
+from tcpwatchd.config import DaemonConfig
+from tcpwatchd.sources import SOCKET_SOURCES, SourceResult
+from tcpwatchd.sources.taker import SnapshotTaker
+if sys.argv[1] == "auto":  # a mode of the snapshot taker, which falls back per poll
+    snap = SnapshotTaker(DaemonConfig(source="auto")).take()
+    result = SourceResult(snap.source, snap.sockets)
+else:
+    result = SOCKET_SOURCES[sys.argv[1]]().sockets()
 print(json.dumps({{"source": result.source, "skipped": result.skipped_lines, "notes": result.notes,
                   "sockets": [dataclasses.asdict(s) for s in result.sockets]}}))
 """

@@ -142,7 +142,7 @@ ENFORCE_CHILD = """
 import json, logging, sys
 from tcpwatchd.config import SysctlConfig
 from tcpwatchd.sysctl.enforce import SysctlPolicy
-from tcpwatchd.sysctl.metrics import sysctl_metrics
+from tcpwatchd.outputs.sysctl_metrics import sysctl_metrics
 
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
 policy = SysctlPolicy(SysctlConfig(mode="enforce", desired=json.loads(sys.argv[1])))

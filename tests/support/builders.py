@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from tcpwatchd.model import Family, Owner, Snapshot, Socket, TcpInfo, TcpState, TimerKind
+from tcpwatchd.model import Family, Owner, Socket, TcpInfo, TcpState, TimerKind
+from tcpwatchd.snapshot import Snapshot
+from tcpwatchd.table import SocketTable
 
 
 def info(**kw: int) -> TcpInfo:
@@ -47,6 +49,6 @@ def snapshot(at: float, sockets: list[Socket], owners: Mapping[int, Owner] | Non
         taken_at=1_700_000_000.0 + at,
         monotonic=at,
         source="sockdiag",
-        sockets=tuple(sockets),
+        sockets=SocketTable.of(sockets),
         owners=MappingProxyType(dict(owners or {})),
     )

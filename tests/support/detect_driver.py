@@ -2,7 +2,7 @@
 
     python -m tests.support.detect_driver '{"detect": {...}, "daemon": {"source": "procnet"}}'
 
-Builds a `Poller` from the given config sections, prints `READY`, then on each `poll` line from stdin
+Builds a `Poller` (and the daemon's `Announcer`) from the given config sections, prints `READY`, then on each `poll` line from stdin
 polls once and prints one `REPORT {json}` line: the report's findings, per-process figures, the
 detector gauges as a scrape would render them, the lines the announcer logged, and the sockets seen.
 History accumulates across polls, as in the daemon. Ends at EOF on stdin.
@@ -18,10 +18,11 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from tcpwatchd.config import Config
-from tcpwatchd.detectors.announce import FINDING_LOGGER
-from tcpwatchd.detectors.metrics import detector_metrics
-from tcpwatchd.model import Snapshot, Socket
+from tcpwatchd.model import Socket
+from tcpwatchd.outputs.announce import FINDING_LOGGER, Announcer
+from tcpwatchd.outputs.detector_metrics import detector_metrics
 from tcpwatchd.poller import Poller, PollResult
+from tcpwatchd.snapshot import Snapshot
 
 
 class Captured(logging.Handler):
@@ -55,7 +56,7 @@ def _view(result: PollResult, logged: list[dict[str, Any]]) -> dict[str, Any]:
         "at": snap.monotonic,
         "source": snap.source,
         "findings": [f.to_json() for f in report.findings],
-        "processes": {p.process: {k.value: n for k, n in p.counts.items()} for p in report.processes},
+        "processes": {p.process: {str(k): n for k, n in p.counts.items()} for p in report.processes},
         "degraded": {r.name: r.degraded for r in report.degraded},
         "failed": {r.name: r.error for r in report.detectors if not r.ok},
         "metrics": _gauges(detector_metrics(report)),
@@ -83,12 +84,13 @@ def main() -> None:
     finding_log.addHandler(captured)
     finding_log.setLevel(logging.INFO)
     finding_log.propagate = False
-    poller = Poller(cfg)
+    poller, announcer = Poller(cfg), Announcer()
     print("READY", flush=True)
     for line in sys.stdin:
         if line.strip() != "poll":
             continue
         result = poller.poll()
+        announcer.announce(result.report)  # as the daemon does after each poll
         view = _view(result, captured.lines)
         captured.lines = []
         print("REPORT " + json.dumps(view, sort_keys=True), flush=True)

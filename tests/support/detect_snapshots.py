@@ -6,8 +6,10 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from tcpwatchd.config import DetectConfig
-from tcpwatchd.model import Family, Owner, Snapshot, Socket, TcpInfo, TcpState, TimerKind
+from tcpwatchd.model import Family, Owner, Socket, TcpInfo, TcpState, TimerKind
 from tcpwatchd.report import Report, build_report
+from tcpwatchd.snapshot import Snapshot
+from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import TrackedPoll, Tracker
 
 SERVER = "198.18.0.1"
@@ -101,7 +103,7 @@ class Scenario:
             taken_at=1_700_000_000.0 + at,
             monotonic=at,
             source=self.source,
-            sockets=socks,
+            sockets=SocketTable.of(socks),
             owners=MappingProxyType(by_inode),
         )
         return self.tracker.update(snap)

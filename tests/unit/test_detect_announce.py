@@ -2,14 +2,19 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
 from tcpwatchd.config import DetectConfig
-from tcpwatchd.detectors import Context, Finding, Kind, Outcome, Registered
-from tcpwatchd.detectors.announce import FINDING_LOGGER, HEALTH_LOGGER, Announcer
-from tcpwatchd.detectors.base import LISTED_PER_PROCESS
+from tcpwatchd.detectors import Context, Finding, Outcome
+from tcpwatchd.detectors.base import LISTED_PER_PROCESS, listed_outcome
+from tcpwatchd.detectors.close_wait import CLOSE_WAIT
+from tcpwatchd.detectors.keepalive_off import KEEPALIVE_OFF, KeepaliveOffConfig
+from tcpwatchd.detectors.keepalive_off import SPEC as KEEPALIVE_OFF_SPEC
 from tcpwatchd.model import TcpState, TimerKind
+from tcpwatchd.outputs.announce import FINDING_LOGGER, HEALTH_LOGGER, Announcer
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.tracker import TrackedPoll
 from tests.support.detect_snapshots import Scenario, conn, detect_config, owner
@@ -33,7 +38,7 @@ def test_a_finding_is_logged_once_while_it_lasts_and_again_when_it_returns(
     logged_at = []
     for t, sock in timeline:
         new = ann.announce(sc.report(t, [sock], {sock: app}, CFG))
-        logged_at += [t for f in new if f.kind is Kind.CLOSE_WAIT]
+        logged_at += [t for f in new if f.kind == CLOSE_WAIT]
     # Crossed 10 s at 20; gone for three polls from 50 (forgotten); back in CLOSE_WAIT at 80, 20 s old at 100.
     assert logged_at == [20, 100]
     records = [r for r in _records(caplog) if "close_wait" in r.getMessage()]
@@ -41,6 +46,7 @@ def test_a_finding_is_logged_once_while_it_lasts_and_again_when_it_returns(
     fields = records[0].tcpwatchd_fields  # type: ignore[attr-defined]
     assert fields == {
         "TCPWATCHD_FINDING": "close_wait",
+        "MESSAGE_ID": "8651c89853874c8f9fbfe9581f3ebf94",  # the kind's journal id, from its registration
         "TCPWATCHD_PROCESS": "app",
         "TCPWATCHD_PID": 42,
         "TCPWATCHD_PEER": "198.18.0.2",
@@ -97,7 +103,7 @@ def test_many_new_findings_at_once_are_capped_per_kind(caplog: pytest.LogCapture
     caplog.set_level(logging.INFO)
     socks = [conn(remote_port=40000 + i) for i in range(15)]
     new = Announcer(max_per_kind=5).announce(Scenario().report(0, socks, dict.fromkeys(socks, owner())))
-    assert len([f for f in new if f.kind is Kind.KEEPALIVE_OFF]) == 15
+    assert len([f for f in new if f.kind == KEEPALIVE_OFF]) == 15
     messages = [r.getMessage() for r in _records(caplog)]
     assert len([m for m in messages if m.startswith("new finding: keepalive_off")]) == 5
     assert "10 more new keepalive_off findings not logged one by one (see `tcpwatchd snapshot`)" in messages
@@ -109,25 +115,28 @@ def test_a_mass_condition_is_counted_whole_and_listed_per_process() -> None:
     socks = [conn(remote_port=40000 + i) for i in range(60)]
     owners = {s: owner(f"app{i % 2}", pid=1 + i % 2) for i, s in enumerate(socks)}
     report = Scenario().report(0, socks, owners)
-    assert {s.process: s.count(Kind.KEEPALIVE_OFF) for s in report.processes} == {"app0": 30, "app1": 30}
-    listed = Counter(f.process for f in report.of_kind(Kind.KEEPALIVE_OFF))
+    assert {s.process: s.count(KEEPALIVE_OFF) for s in report.processes} == {"app0": 30, "app1": 30}
+    listed = Counter(f.process for f in report.of_kind(KEEPALIVE_OFF))
     assert listed == {"app0": LISTED_PER_PROCESS, "app1": LISTED_PER_PROCESS}
 
 
-def _report(tracked: TrackedPoll, run: Registered) -> Report:
-    return build_report(tracked, DetectConfig(), None, [run])
+def _report(tracked: TrackedPoll, run: Detect) -> Report:
+    return build_report(tracked, DetectConfig(), None, [replace(KEEPALIVE_OFF_SPEC, detect=run)])
 
 
-def _finding(tracked: TrackedPoll, ctx: Context) -> Outcome:
-    f = Finding(Kind.KEEPALIVE_OFF, "app", 1, "", "198.18.0.1:80", "198.18.0.2:1", "198.18.0.2", 1.0)
-    return Outcome(findings=(f,), degraded="half blind")
+Detect = Callable[[TrackedPoll, KeepaliveOffConfig, Context], Outcome]
 
 
-def _raises(tracked: TrackedPoll, ctx: Context) -> Outcome:
+def _finding(tracked: TrackedPoll, cfg: KeepaliveOffConfig, ctx: Context) -> Outcome:
+    f = Finding(KEEPALIVE_OFF, "app", 1, "", "198.18.0.1:80", "198.18.0.2:1", "198.18.0.2", 1.0)
+    return listed_outcome((f,), degraded="half blind")
+
+
+def _raises(tracked: TrackedPoll, cfg: KeepaliveOffConfig, ctx: Context) -> Outcome:
     raise RuntimeError("boom")
 
 
-def _clean(tracked: TrackedPoll, ctx: Context) -> Outcome:
+def _clean(tracked: TrackedPoll, cfg: KeepaliveOffConfig, ctx: Context) -> Outcome:
     return Outcome()
 
 
@@ -138,7 +147,7 @@ def test_detector_health_changes_are_logged_once_and_a_failure_does_not_reannoun
     sc, ann = Scenario(), Announcer()
     tracked = sc.poll(0, [], {})
     runs = [_finding, _finding, _raises, _raises, _finding, _clean]
-    announced = [len(ann.announce(_report(tracked, Registered("keepalive_off", fn, True)))) for fn in runs]
+    announced = [len(ann.announce(_report(tracked, fn))) for fn in runs]
     assert announced == [1, 0, 0, 0, 0, 0]
     health = [r.getMessage() for r in _records(caplog, HEALTH_LOGGER)]
     assert health == [

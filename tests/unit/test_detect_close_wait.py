@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tcpwatchd.detectors import Kind
+from tcpwatchd.detectors.close_wait import CLOSE_WAIT
 from tcpwatchd.model import Socket, TcpState
 from tests.support.detect_snapshots import Scenario, conn, detect_config, owner
 
@@ -33,7 +33,7 @@ def test_a_socket_left_in_close_wait_is_flagged_once_older_than_min_age(
     for t in poll_times:
         report = sc.report(t, [sock], {sock: LEAKY}, CFG)
     assert report is not None
-    found = report.of_kind(Kind.CLOSE_WAIT)
+    found = report.of_kind(CLOSE_WAIT)
     assert [f.age_seconds for f in found] == expected_ages
     assert all((f.process, f.pid, f.remote) == ("leaky", 10, "198.18.0.2:40001") for f in found)
 
@@ -45,8 +45,8 @@ def test_a_service_that_closes_promptly_is_never_flagged() -> None:
     for i, t in enumerate(range(0, 100, 10)):
         sock = _cw(41000 + i)
         report = sc.report(t, [sock], {sock: PROMPT}, cfg)
-        assert report.of_kind(Kind.CLOSE_WAIT) == ()
-        assert report.processes[0].close_wait_oldest_age_seconds == 0.0
+        assert report.of_kind(CLOSE_WAIT) == ()
+        assert report.processes[0].value("oldest_age_seconds") == 0.0
 
 
 def test_age_counts_from_entering_close_wait_not_from_the_connection_start() -> None:
@@ -56,9 +56,9 @@ def test_age_counts_from_entering_close_wait_not_from_the_connection_start() -> 
     sc.report(0, [est], {est: LEAKY}, CFG)
     sc.report(100, [est], {est: LEAKY}, CFG)
     report = sc.report(110, [cw], {cw: LEAKY}, CFG)
-    assert report.of_kind(Kind.CLOSE_WAIT) == ()
+    assert report.of_kind(CLOSE_WAIT) == ()
     report = sc.report(140, [cw], {cw: LEAKY}, CFG)
-    assert [f.age_seconds for f in report.of_kind(Kind.CLOSE_WAIT)] == [30.0]
+    assert [f.age_seconds for f in report.of_kind(CLOSE_WAIT)] == [30.0]
 
 
 def test_oldest_age_and_leaked_count_are_per_process() -> None:
@@ -67,10 +67,10 @@ def test_oldest_age_and_leaked_count_are_per_process() -> None:
     sc.report(0, [old], {old: LEAKY}, CFG)
     report = sc.report(50, [old, young, other], {old: LEAKY, young: LEAKY, other: PROMPT}, CFG)
     by_name = {p.process: p for p in report.processes}
-    assert by_name["leaky"].close_wait_oldest_age_seconds == 50.0
-    assert by_name["leaky"].count(Kind.CLOSE_WAIT) == 1  # the young one is under the threshold
-    assert by_name["prompt"].close_wait_oldest_age_seconds == 0.0
-    assert by_name["prompt"].count(Kind.CLOSE_WAIT) == 0
+    assert by_name["leaky"].value("oldest_age_seconds") == 50.0
+    assert by_name["leaky"].count(CLOSE_WAIT) == 1  # the young one is under the threshold
+    assert by_name["prompt"].value("oldest_age_seconds") == 0.0
+    assert by_name["prompt"].count(CLOSE_WAIT) == 0
 
 
 def test_a_socket_already_in_close_wait_at_start_says_its_age_is_a_lower_bound() -> None:
@@ -80,7 +80,7 @@ def test_a_socket_already_in_close_wait_at_start_says_its_age_is_a_lower_bound()
     report = sc.report(40, [pre, later], {pre: LEAKY, later: LEAKY}, CFG)
     sc.report(50, [pre, later], {pre: LEAKY, later: LEAKY}, CFG)
     report = sc.report(80, [pre, later], {pre: LEAKY, later: LEAKY}, CFG)
-    bounds = {f.remote: f.detail("age_is_lower_bound") for f in report.of_kind(Kind.CLOSE_WAIT)}
+    bounds = {f.remote: f.detail("age_is_lower_bound") for f in report.of_kind(CLOSE_WAIT)}
     assert bounds == {"198.18.0.2:40020": "yes", "198.18.0.2:40021": None}
 
 
@@ -88,6 +88,6 @@ def test_the_finding_disappears_when_the_application_closes() -> None:
     sc = Scenario()
     sock = _cw(40030)
     sc.report(0, [sock], {sock: LEAKY}, CFG)
-    assert len(sc.report(40, [sock], {sock: LEAKY}, CFG).of_kind(Kind.CLOSE_WAIT)) == 1
+    assert len(sc.report(40, [sock], {sock: LEAKY}, CFG).of_kind(CLOSE_WAIT)) == 1
     last_ack = conn(remote_port=40030, state=TcpState.LAST_ACK, rqueue=1, inode=0)
-    assert sc.report(50, [last_ack], {}, CFG).of_kind(Kind.CLOSE_WAIT) == ()
+    assert sc.report(50, [last_ack], {}, CFG).of_kind(CLOSE_WAIT) == ()

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tcpwatchd.detectors import Kind
+from tcpwatchd.detectors.phantom import IDLE_SUSPECT, PHANTOM
 from tcpwatchd.model import Socket, TimerKind
 from tcpwatchd.report import Report
 from tests.support.detect_snapshots import Scenario, conn, detect_config, info, listener, owner
@@ -33,7 +33,7 @@ def _run(steps: Sequence[Step], source: str = "sockdiag") -> Report:
 
 def _kinds(report: Report) -> dict[str, str]:
     """remote endpoint -> kind, for the phantom detector's findings."""
-    return {f.remote: f.kind.value for f in report.findings if f.kind in (Kind.PHANTOM, Kind.IDLE_SUSPECT)}
+    return {f.remote: f.kind for f in report.findings if f.kind in (PHANTOM, IDLE_SUSPECT)}
 
 
 def old(idle_s: float, timer: TimerKind = TimerKind.OFF, port: int = 40001, peer: str = PEER) -> Socket:
@@ -134,13 +134,13 @@ def test_ipv4_mapped_peer_is_the_same_peer() -> None:
     n = conn(mapped, 40002, local="::", tcp_info=info(0))
     o0 = conn(mapped, 40001, local="::", tcp_info=info(0))
     report = _run([Step(0, [o0]), Step(10, [o0, n]), Step(100, [o, n])])
-    [finding] = report.of_kind(Kind.PHANTOM)
+    [finding] = report.of_kind(PHANTOM)
     assert (finding.peer, finding.remote, finding.local) == (PEER, f"[{mapped}]:40001", "[::]:8080")
 
 
 def test_a_phantom_names_what_a_person_needs() -> None:
     report = _run([Step(0, [old(0)]), Step(10, [old(10), new()]), Step(100, [old(95), new(1)])])
-    [finding] = report.of_kind(Kind.PHANTOM)
+    [finding] = report.of_kind(PHANTOM)
     assert (finding.process, finding.pid, finding.local, finding.peer) == (
         "server",
         10,

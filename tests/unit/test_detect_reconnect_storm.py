@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from tcpwatchd.detectors import Kind
+from tcpwatchd.detectors.reconnect_storm import RECONNECT_STORM
 from tcpwatchd.model import TcpState
 from tcpwatchd.report import Report
 from tests.support.detect_snapshots import Scenario, conn, detect_config, listener, owner
@@ -77,17 +77,17 @@ def test_storm_table(
     openings: list[tuple[float, str, int]], end: float, storming: set[tuple[str, str]]
 ) -> None:
     report = _storm(openings, end)
-    assert {(f.peer, f.local) for f in report.of_kind(Kind.RECONNECT_STORM)} == storming
+    assert {(f.peer, f.local) for f in report.of_kind(RECONNECT_STORM)} == storming
 
 
 def test_a_storm_is_attributed_to_the_listening_service_and_counts_peers_per_process() -> None:
     report = _storm([(t, p, 8080) for t in (1, 2, 3, 4, 5) for p in (A, B)], 10)
-    findings = report.of_kind(Kind.RECONNECT_STORM)
+    findings = report.of_kind(RECONNECT_STORM)
     assert {(f.process, f.pid, f.unit) for f in findings} == {("server", 10, "api.service")}
     assert {f.remote: f.detail("new_connections") for f in findings} == {f"{A}:*": 5, f"{B}:*": 5}
     assert all(f.age_seconds == 9.0 for f in findings)  # first opening at 1, now 10
     [summary] = [p for p in report.processes if p.process == "server"]
-    assert summary.count(Kind.RECONNECT_STORM) == 2
+    assert summary.count(RECONNECT_STORM) == 2
 
 
 def test_connections_open_at_start_are_not_openings() -> None:
@@ -95,7 +95,7 @@ def test_connections_open_at_start_are_not_openings() -> None:
     socks = [listener(), *(conn(A, 41000 + i) for i in range(20))]
     report = sc.report(0, socks, dict.fromkeys(socks, SRV), CFG)
     report = sc.report(1, socks, dict.fromkeys(socks, SRV), CFG)
-    assert report.of_kind(Kind.RECONNECT_STORM) == ()
+    assert report.of_kind(RECONNECT_STORM) == ()
     assert report.opened_totals == {}
 
 
@@ -109,5 +109,5 @@ def test_client_side_connections_from_this_host_are_not_a_storm_on_their_ephemer
         sock = conn("198.18.0.9", 8080, local_port=50000 + i)
         report = sc.report(1 + i, [sock], {sock: client}, CFG)
     assert report is not None
-    assert report.of_kind(Kind.RECONNECT_STORM) == ()
+    assert report.of_kind(RECONNECT_STORM) == ()
     assert report.opened_totals == {"client": 10}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -10,10 +11,14 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from tcpwatchd.config import DetectConfig
-from tcpwatchd.detectors import Context, Finding, Kind, Outcome, Registered, registered
-from tcpwatchd.detectors.base import endpoint, peer_address
-from tcpwatchd.detectors.metrics import detector_metrics
+from tcpwatchd.detectors import Context, Finding, Outcome, registered
+from tcpwatchd.detectors.base import endpoint, listed_outcome, peer_address
+from tcpwatchd.detectors.close_wait import CLOSE_WAIT, CloseWaitConfig
+from tcpwatchd.detectors.close_wait import SPEC as CLOSE_WAIT_SPEC
+from tcpwatchd.detectors.keepalive_off import KEEPALIVE_OFF, KeepaliveOffConfig
+from tcpwatchd.detectors.keepalive_off import SPEC as KEEPALIVE_OFF_SPEC
 from tcpwatchd.model import TcpState, TimerKind
+from tcpwatchd.outputs.detector_metrics import detector_metrics
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.tracker import TrackedPoll
 from tests.support.detect_snapshots import Scenario, conn, detect_config, info, owner
@@ -56,7 +61,7 @@ def _leak_report(detect: DetectConfig | None = None) -> Report:
 
 def test_every_detector_is_registered_by_its_config_name_and_on_by_default() -> None:
     assert sorted(r.name for r in registered()) == sorted(DETECTORS)
-    assert all(r.default_enabled for r in registered())
+    assert all(r.enabled(DetectConfig()) for r in registered())
     assert all(hasattr(DetectConfig(), r.name) for r in registered())
     assert sorted(r.name for r in _leak_report().detectors) == sorted(DETECTORS)
 
@@ -64,7 +69,7 @@ def test_every_detector_is_registered_by_its_config_name_and_on_by_default() -> 
 def test_a_disabled_detector_does_not_run_and_emits_no_gauges() -> None:
     report = _leak_report(detect_config(close_wait={"enabled": False}))
     assert "close_wait" not in [r.name for r in report.detectors]
-    assert report.of_kind(Kind.CLOSE_WAIT) == ()
+    assert report.of_kind(CLOSE_WAIT) == ()
     reg = _registry(report)
     assert reg.get_sample_value("tcpwatchd_close_wait_leaked_sockets", {"process": "leaky"}) is None
     assert reg.get_sample_value("tcpwatchd_keepalive_off_connections", {"process": "leaky"}) == 0.0
@@ -86,7 +91,6 @@ def test_gauges_are_per_process_with_zeros_for_processes_with_sockets() -> None:
         "tcpwatchd_unresponsive_peer_connections",
     ):
         assert get(name, {"process": "quiet"}) == 0.0, name
-    assert get("tcpwatchd_unresponsive_peer_give_up_seconds") == pytest.approx(924.6)
     assert get("tcpwatchd_detector_degraded", {"detector": "phantom"}) == 0.0
     assert get("tcpwatchd_detector_success", {"detector": "close_wait"}) == 1.0
 
@@ -124,18 +128,18 @@ def test_degraded_shows_in_the_metric() -> None:
     assert reg.get_sample_value("tcpwatchd_detector_degraded", {"detector": "keepalive_off"}) == 0.0
 
 
-def _broken(tracked: TrackedPoll, ctx: Context) -> Outcome:
+def _broken(tracked: TrackedPoll, cfg: CloseWaitConfig, ctx: Context) -> Outcome:
     raise KeyError("a bug")
 
 
-def _one_finding(tracked: TrackedPoll, ctx: Context) -> Outcome:
-    f = Finding(Kind.KEEPALIVE_OFF, "app", 1, "", "198.18.0.1:80", "198.18.0.2:1", "198.18.0.2", 1.0)
-    return Outcome(findings=(f,))
+def _one_finding(tracked: TrackedPoll, cfg: KeepaliveOffConfig, ctx: Context) -> Outcome:
+    f = Finding(KEEPALIVE_OFF, "app", 1, "", "198.18.0.1:80", "198.18.0.2:1", "198.18.0.2", 1.0)
+    return listed_outcome((f,))
 
 
 def test_a_detector_that_raises_fails_alone_and_its_gauges_are_absent() -> None:
     tracked = Scenario().poll(0, [conn()], {})
-    detectors = [Registered("close_wait", _broken, True), Registered("keepalive_off", _one_finding, True)]
+    detectors = [replace(CLOSE_WAIT_SPEC, detect=_broken), replace(KEEPALIVE_OFF_SPEC, detect=_one_finding)]
     report = build_report(tracked, DetectConfig(), None, detectors)
     assert [(r.name, r.ok, r.error) for r in report.detectors] == [
         ("close_wait", False, "KeyError: 'a bug'"),
@@ -177,7 +181,7 @@ def test_endpoint(address: str, port: int | str, text: str) -> None:
 
 def test_finding_text_and_json_escape_hostile_names() -> None:
     f = Finding(
-        Kind.CLOSE_WAIT,
+        CLOSE_WAIT,
         "evil\nname\x1b[31m",
         7,
         "x.service",

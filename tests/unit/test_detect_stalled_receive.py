@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from tcpwatchd.detectors import Kind
+from tcpwatchd.detectors.stalled_receive import STALLED_RECEIVE
 from tcpwatchd.model import TcpState
 from tests.support.detect_snapshots import Scenario, conn, detect_config, owner
 
@@ -33,7 +33,7 @@ def test_stalled_receive_table(state: TcpState, rqueues: Sequence[int], flagged_
         sock = conn(state=state, rqueue=rq)
         report = sc.report(t, [sock], {sock: APP}, CFG)
     assert report is not None
-    found = report.of_kind(Kind.STALLED_RECEIVE)
+    found = report.of_kind(STALLED_RECEIVE)
     assert [f.detail("unread_bytes") for f in found] == ([] if flagged_unread is None else [flagged_unread])
 
 
@@ -42,7 +42,7 @@ def test_a_listen_backlog_is_not_a_receive_queue() -> None:
     lsn = conn("0.0.0.0", 0, local="0.0.0.0", state=TcpState.LISTEN, rqueue=50)
     for t in (0, 10, 30):
         report = sc.report(t, [lsn], {lsn: APP}, CFG)
-    assert report.of_kind(Kind.STALLED_RECEIVE) == ()
+    assert report.of_kind(STALLED_RECEIVE) == ()
 
 
 def test_the_finding_carries_age_state_and_owner() -> None:
@@ -50,6 +50,6 @@ def test_the_finding_carries_age_state_and_owner() -> None:
     sock = conn(rqueue=4096)
     sc.report(0, [sock], {sock: APP}, CFG)
     report = sc.report(25, [sock], {sock: APP}, CFG)
-    [f] = report.of_kind(Kind.STALLED_RECEIVE)
+    [f] = report.of_kind(STALLED_RECEIVE)
     assert (f.process, f.pid, f.age_seconds, f.detail("state")) == ("app", 10, 25.0, "established")
-    assert [p.count(Kind.STALLED_RECEIVE) for p in report.processes] == [1]
+    assert [p.count(STALLED_RECEIVE) for p in report.processes] == [1]

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from tcpwatchd.detectors import Kind
-from tcpwatchd.detectors.unresponsive_peer import give_up_seconds
+from tcpwatchd.detectors.unresponsive_peer import UNRESPONSIVE_PEER
 from tcpwatchd.model import Socket, TcpState, TimerKind
+from tcpwatchd.sysctl.derived import inflight_detection_from
 from tests.support.detect_snapshots import Scenario, conn, detect_config, info, owner
 
 CFG = detect_config(unresponsive_peer={"min_retransmits": 3})
@@ -24,7 +24,8 @@ APP = owner("sender", 10)
     ],
 )
 def test_give_up_seconds_follows_tcp_model_timeout(retries2: int, rto_max_ms: int, seconds: float) -> None:
-    assert give_up_seconds(retries2, rto_max_ms) == pytest.approx(seconds)
+    sysctl = {"net.ipv4.tcp_retries2": retries2, "net.ipv4.tcp_rto_max_ms": rto_max_ms}
+    assert inflight_detection_from(sysctl) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +61,7 @@ def test_give_up_seconds_follows_tcp_model_timeout(retries2: int, rto_max_ms: in
 )
 def test_unresponsive_peer_table(sock: Socket, flagged: bool) -> None:
     report = Scenario().report(0, [sock], {sock: APP}, CFG)
-    assert len(report.of_kind(Kind.UNRESPONSIVE_PEER)) == int(flagged)
+    assert len(report.of_kind(UNRESPONSIVE_PEER)) == int(flagged)
 
 
 def test_the_finding_says_when_the_kernel_gives_up() -> None:
@@ -70,12 +71,11 @@ def test_the_finding_says_when_the_kernel_gives_up() -> None:
         tcp_info=info(retransmits=3, rto_us=1_600_000, last_data_sent_ms=500), timer=TimerKind.RETRANSMIT
     )
     report = Scenario().report(0, [sock], {sock: APP}, CFG)
-    [f] = report.of_kind(Kind.UNRESPONSIVE_PEER)
+    [f] = report.of_kind(UNRESPONSIVE_PEER)
     assert f.age_seconds == pytest.approx(1.9)
     assert f.detail("retransmits") == 3
     assert f.detail("kernel_gives_up_after_seconds") == pytest.approx(924.6)
     assert f.detail("kernel_gives_up_in_seconds") == pytest.approx(922.7)
-    assert report.give_up_seconds == pytest.approx(924.6)
 
 
 def test_the_give_up_time_comes_from_the_current_sysctl() -> None:
@@ -83,15 +83,15 @@ def test_the_give_up_time_comes_from_the_current_sysctl() -> None:
         tcp_info=info(retransmits=3, rto_us=1_600_000, last_data_sent_ms=500), timer=TimerKind.RETRANSMIT
     )
     report = Scenario().report(0, [sock], {sock: APP}, CFG, sysctl={"net.ipv4.tcp_retries2": 5})
-    [f] = report.of_kind(Kind.UNRESPONSIVE_PEER)
-    assert report.give_up_seconds == pytest.approx(12.6)
+    [f] = report.of_kind(UNRESPONSIVE_PEER)
+    assert f.detail("kernel_gives_up_after_seconds") == pytest.approx(12.6)
     assert f.detail("kernel_gives_up_in_seconds") == pytest.approx(10.7)
 
 
 def test_from_the_proc_fallback_the_give_up_estimate_is_left_out_not_guessed() -> None:
     sock = conn(retrans=3, timer=TimerKind.RETRANSMIT)
     report = Scenario(source="procnet").report(0, [sock], {sock: APP}, CFG)
-    [f] = report.of_kind(Kind.UNRESPONSIVE_PEER)
+    [f] = report.of_kind(UNRESPONSIVE_PEER)
     assert f.detail("kernel_gives_up_in_seconds") is None
     assert f.age_seconds == 0.0
     assert f.detail("kernel_gives_up_after_seconds") == pytest.approx(924.6)
@@ -101,5 +101,5 @@ def test_an_ack_resets_the_count_and_the_finding_goes() -> None:
     sc = Scenario()
     bad = conn(tcp_info=info(retransmits=4), timer=TimerKind.RETRANSMIT)
     good = conn(tcp_info=info(retransmits=0), timer=TimerKind.RETRANSMIT)
-    assert len(sc.report(0, [bad], {bad: APP}, CFG).of_kind(Kind.UNRESPONSIVE_PEER)) == 1
-    assert sc.report(1, [good], {good: APP}, CFG).of_kind(Kind.UNRESPONSIVE_PEER) == ()
+    assert len(sc.report(0, [bad], {bad: APP}, CFG).of_kind(UNRESPONSIVE_PEER)) == 1
+    assert sc.report(1, [good], {good: APP}, CFG).of_kind(UNRESPONSIVE_PEER) == ()

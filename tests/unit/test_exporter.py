@@ -8,11 +8,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tcpwatchd.config import DetectConfig
-from tcpwatchd.exporter import DurationHistogram, LatestPoll, TcpwatchdCollector
-from tcpwatchd.model import Snapshot, SourceStatus, TcpState
+from tcpwatchd.model import SourceStatus, TcpState
+from tcpwatchd.outputs.prometheus import DurationHistogram, LatestPoll, TcpwatchdCollector
 from tcpwatchd.poller import PollResult
 from tcpwatchd.report import build_report
-from tcpwatchd.snapshot import count_by_state_and_process
+from tcpwatchd.snapshot import Snapshot, count_by_state_and_process
+from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import Tracker
 from tests.support.builders import owner, sock
 
@@ -30,7 +31,7 @@ def _result(at: float, sockdiag_ok: bool = True) -> PollResult:
         taken_at=1_700_000_000.0 + at,
         monotonic=at,
         source="sockdiag",
-        sockets=tuple(sockets),
+        sockets=SocketTable.of(sockets),
         owners=MappingProxyType({1: owner(10, HOSTILE), 2: owner(10, HOSTILE), 3: owner(11, "api")}),
         kernel_counters=MappingProxyType({"TcpExt.TCPAbortOnClose": 7, "TcpExt.TCPAbortOnData": 2}),
         sources=(SourceStatus("sockdiag", sockdiag_ok, 0.01), SourceStatus("owners", True, 0.002)),

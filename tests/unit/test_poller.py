@@ -22,7 +22,6 @@ def test_the_full_collection_runs_every_thirty_polls_not_on_the_first(
     poller = Poller(
         Config(daemon=DaemonConfig(source="procnet"), sysctl=SysctlConfig(mode="off")),
         proc_root=str(tmp_path / "proc"),
-        announce=False,
     )
     collected: list[int] = []
     monkeypatch.setattr(gc, "collect", lambda *a: collected.append(1) or 0)

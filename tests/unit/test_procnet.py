@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tcpwatchd.config import DaemonConfig
 from tcpwatchd.errors import ParseError, SourceUnavailable
 from tcpwatchd.model import Family, Socket, TcpState, TimerKind
-from tcpwatchd.sources import SOCKET_SOURCES, AutoSource, ProcNetSource, SourceResult
+from tcpwatchd.sources import SOCKET_SOURCES, ProcNetSource, SourceResult
 from tcpwatchd.sources.procnet import parse_net_tcp, read_capped, read_net_tcp
+from tcpwatchd.sources.taker import SnapshotTaker
 from tests.support.population_sources import EXPECTED, KEEPALIVE_OFF, KEEPALIVE_ON
 
 PROC = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
@@ -180,14 +182,15 @@ class Refused:
 
 
 def test_auto_falls_back_to_proc_and_says_why() -> None:
-    result = AutoSource(str(POPULATION), primary=Refused()).sockets()
-    assert result.source == "procnet" and len(result.sockets) == len(EXPECTED) + 3
-    assert result.notes == (
-        "sockdiag failed, used procnet: sockdiag unavailable: cannot open NETLINK_SOCK_DIAG: "
-        "[Errno 1] Operation not permitted",
-    )
+    taker = SnapshotTaker(DaemonConfig(source="auto"), proc_root=str(POPULATION), sockdiag=Refused())
+    snap = taker.take()
+    assert snap.source == "procnet" and len(snap.sockets) == len(EXPECTED) + 3
+    failed = {s.name: s.error for s in snap.sources if not s.ok}
+    assert failed == {
+        "sockdiag": "sockdiag unavailable: cannot open NETLINK_SOCK_DIAG: [Errno 1] Operation not permitted"
+    }
 
 
 def test_the_registry_names_every_source() -> None:
-    assert set(SOCKET_SOURCES) == {"sockdiag", "procnet", "auto"}
+    assert set(SOCKET_SOURCES) == {"sockdiag", "procnet"}
     assert all(SOCKET_SOURCES[name]().name == name for name in SOCKET_SOURCES)

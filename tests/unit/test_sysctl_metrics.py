@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from tcpwatchd.outputs.sysctl_metrics import sysctl_metrics
 from tcpwatchd.sysctl.audit import SysctlReport, WriteTotal, build_report
-from tcpwatchd.sysctl.metrics import sysctl_metrics
 from tcpwatchd.sysctl.procsys import Reading
 
 DESIRED = {"net.ipv4.tcp_keepalive_time": 600, "net.ipv4.tcp_keepalive_intvl": 75}

@@ -18,10 +18,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from tcpwatchd import __version__
-from tcpwatchd.detectors.metrics import detector_metrics
-from tcpwatchd.model import Snapshot
+from tcpwatchd.outputs.detector_metrics import detector_metrics
+from tcpwatchd.outputs.sysctl_metrics import sysctl_metrics
 from tcpwatchd.poller import PollResult
-from tcpwatchd.sysctl.metrics import sysctl_metrics
+from tcpwatchd.snapshot import Snapshot
 
 # TcpExt counters (include/uapi/linux/snmp.h, LINUX_MIB_TCPABORTON*) -> `reason` label.
 ABORT_REASONS: dict[str, str] = {

@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from tcpwatchd.detectors.base import Finding, Kind
-from tcpwatchd.report import DETECTOR_OF, Report
+from tcpwatchd.detectors.base import Finding
+from tcpwatchd.detectors.registry import detector_of, kind_spec, kinds
+from tcpwatchd.logs import SYSCTL_DRIFT_MESSAGE_ID
+from tcpwatchd.report import Report
 
 FINDING_LOGGER = "tcpwatchd.finding"
 HEALTH_LOGGER = "tcpwatchd.detectors"
@@ -22,16 +24,26 @@ HEALTH_LOGGER = "tcpwatchd.detectors"
 Identity = tuple[str, str, str]
 
 
+def message_ids() -> dict[str, str]:
+    """Every journal MESSAGE_ID tcpwatchd logs with: one per registered kind of finding, and sysctl drift."""
+    ids = {str(k.kind): k.message_id for k in kinds()}
+    ids["sysctl_drift"] = SYSCTL_DRIFT_MESSAGE_ID
+    return ids
+
+
 def journal_fields(f: Finding) -> dict[str, object]:
     """The structured fields of one finding, named for the journal."""
     fields: dict[str, object] = {
-        "TCPWATCHD_FINDING": f.kind.value,
+        "TCPWATCHD_FINDING": str(f.kind),
         "TCPWATCHD_PROCESS": f.process,
         "TCPWATCHD_PID": f.pid,
         "TCPWATCHD_PEER": f.peer,
         "TCPWATCHD_AGE_SECONDS": round(f.age_seconds, 1),
         "TCPWATCHD_SOCKET": f"{f.local} -> {f.remote}",
     }
+    spec = kind_spec(f.kind)
+    if spec is not None:
+        fields["MESSAGE_ID"] = spec.message_id  # "a new finding of this kind", for journalctl MESSAGE_ID=
     if f.unit:
         fields["TCPWATCHD_UNIT"] = f.unit
     if f.details:
@@ -68,7 +80,7 @@ class Announcer:
             self._last_seen[f.identity] = self._poll
         for identity in list(self._last_seen):
             # A detector that failed this poll found nothing: its findings are not gone.
-            if DETECTOR_OF[Kind(identity[0])] in failed:
+            if detector_of(identity[0]) in failed:
                 self._last_seen[identity] = self._poll
             elif self._poll - self._last_seen[identity] >= self._forget_after:
                 del self._last_seen[identity]
@@ -77,7 +89,7 @@ class Announcer:
         return tuple(new)
 
     def _log_findings(self, new: list[Finding]) -> None:
-        shown: Counter[Kind] = Counter()
+        shown: Counter[str] = Counter()
         for f in new:
             shown[f.kind] += 1
             if shown[f.kind] <= self._max_per_kind:
@@ -89,8 +101,8 @@ class Announcer:
                 self._log.warning(
                     "%d more new %s findings not logged one by one (see `tcpwatchd snapshot`)",
                     n - self._max_per_kind,
-                    kind.value,
-                    extra={"tcpwatchd_fields": {"TCPWATCHD_FINDING": kind.value}},
+                    kind,
+                    extra={"tcpwatchd_fields": _kind_fields(kind)},
                 )
 
     def _log_health(self, report: Report) -> None:
@@ -110,3 +122,11 @@ class Announcer:
         self._failed = set(failed)
         # A failed run says nothing about degradation: remember the state from before it.
         self._degraded = set(degraded) | (self._degraded & failed.keys())
+
+
+def _kind_fields(kind: str) -> dict[str, object]:
+    spec = kind_spec(kind)
+    fields: dict[str, object] = {"TCPWATCHD_FINDING": kind}
+    if spec is not None:
+        fields["MESSAGE_ID"] = spec.message_id
+    return fields

@@ -1,0 +1,72 @@
+"""Prometheus metrics for the detectors, built from a finished `Report` (no I/O, safe in a scrape).
+
+The gauges come from the registry: each kind a detector declares is counted per process in its gauge, and
+each extra value it declares (close_wait's oldest age) is a gauge too. Every finding gauge is labelled by
+`process` only (DESIGN.md label rules: never a peer, port or pid). A gauge is emitted for every process
+that has sockets in the poll, 0 when it has no finding, so an alert resolves as soon as the condition ends
+and a dashboard shows 0, not a gap; a process whose sockets are all gone drops out. A detector that is
+disabled, or raised in this poll, emits no gauges at all.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from tcpwatchd.detectors.registry import registered
+from tcpwatchd.report import Report
+
+
+def detector_metrics(report: Report) -> list[Metric]:
+    """Every detector metric for one report, in a stable order (registry order)."""
+    metrics: list[Metric] = []
+    for spec in registered():
+        if not report.ran(spec.name):
+            continue
+        for value in spec.values:
+            family = GaugeMetricFamily(value.gauge, value.help, labels=["process"])
+            for summary in report.processes:
+                family.add_metric([summary.process], summary.value(value.key))
+            metrics.append(family)
+        for kind in spec.kinds:
+            family = GaugeMetricFamily(kind.gauge, kind.help, labels=["process"])
+            for summary in report.processes:
+                family.add_metric([summary.process], float(summary.count(kind.kind)))
+            metrics.append(family)
+    metrics.append(_opened(report))
+    metrics.extend(_detector_health(report))
+    return metrics
+
+
+def _opened(report: Report) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "tcpwatchd_connections_opened",
+        'New connections first seen after tcpwatchd started, by owning process ("" when none held it yet).',
+        labels=["process"],
+    )
+    for process, total in sorted(report.opened_totals.items()):
+        family.add_metric([process], float(total))
+    return family
+
+
+def _detector_health(report: Report) -> list[Metric]:
+    degraded = GaugeMetricFamily(
+        "tcpwatchd_detector_degraded",
+        "1 when the detector could not judge every socket in the last poll (e.g. no tcp_info from the "
+        "/proc fallback); its counts then cover only the sockets it could judge.",
+        labels=["detector"],
+    )
+    success = GaugeMetricFamily(
+        "tcpwatchd_detector_success",
+        "1 when the detector ran in the last poll, 0 when it failed (its gauges are then absent).",
+        labels=["detector"],
+    )
+    took = GaugeMetricFamily(
+        "tcpwatchd_detector_duration_seconds",
+        "Time the detector took in the last poll, in seconds.",
+        labels=["detector"],
+    )
+    for run in report.detectors:
+        degraded.add_metric([run.name], 1.0 if run.degraded else 0.0)
+        success.add_metric([run.name], 1.0 if run.ok else 0.0)
+        took.add_metric([run.name], run.duration_seconds)
+    return [degraded, success, took]

@@ -1,0 +1,141 @@
+"""Takes one snapshot: sockets (netlink, or /proc as the fallback), their owners, kernel counters.
+
+Each source is timed and its success recorded; one failing source never fails the poll. With
+`source = "auto"`, netlink is tried first and /proc/net/tcp* is used when netlink is unavailable: this is
+the one place that falls back from one socket source to another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import TypeVar
+
+from tcpwatchd.config import DaemonConfig
+from tcpwatchd.model import AttributionStats, SourceStatus
+from tcpwatchd.snapshot import Snapshot
+from tcpwatchd.sources import (
+    ProcNetSource,
+    SockDiagSource,
+    SocketSource,
+    SourceUnavailable,
+    read_kernel_counters,
+)
+from tcpwatchd.sources.owners import Attribution, OwnerCache
+from tcpwatchd.table import SocketTable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Injected time: `monotonic` measures ages, `wall` stamps snapshots."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+
+
+class SnapshotTaker:
+    def __init__(
+        self,
+        cfg: DaemonConfig,
+        proc_root: str = "/proc",
+        clock: Clock | None = None,
+        sockdiag: SocketSource | None = None,
+    ) -> None:
+        """`sockdiag` replaces the netlink source (tests give one that is refused)."""
+        self._mode = cfg.source
+        self._proc_root = proc_root
+        self._clock = clock or Clock()
+        self._sockdiag = sockdiag or SockDiagSource()
+        self._procnet = ProcNetSource(proc_root=proc_root)
+        self._owners = OwnerCache(proc_root=proc_root)
+        self._warned: set[str] = set()
+
+    def reconfigure(self, cfg: DaemonConfig) -> None:
+        self._mode = cfg.source
+
+    def take(self) -> Snapshot:
+        statuses: list[SourceStatus] = []
+        # The full fd scan overlaps the socket dump (see OwnerCache.start_full_scan).
+        scan = self._owners.start_full_scan() if self._owners.needs_full_scan() else None
+        try:
+            source, sockets = self._sockets(statuses)
+        finally:
+            if scan is not None:
+                scan.finish()
+        attribution = self._timed(
+            "owners", statuses, lambda: self._owners.attribute(sockets.column("inode"))
+        ) or Attribution(MappingProxyType({}), AttributionStats())
+        self._note_partial(attribution.stats)
+        counters = self._timed("kstats", statuses, lambda: read_kernel_counters(self._proc_root)) or {}
+        return Snapshot(
+            taken_at=self._clock.wall(),
+            monotonic=self._clock.monotonic(),
+            source=source,
+            sockets=sockets,
+            owners=MappingProxyType(attribution.owners),  # a fresh dict per poll: no copy needed
+            kernel_counters=MappingProxyType(counters),
+            sources=tuple(statuses),
+            attribution=attribution.stats,
+        )
+
+    def _sockets(self, statuses: list[SourceStatus]) -> tuple[str, SocketTable]:
+        if self._mode in ("auto", "sockdiag"):
+            result = self._read_sockets(self._sockdiag, statuses)
+            if result is not None:
+                return "sockdiag", result
+            if self._mode == "sockdiag":
+                return "sockdiag", SocketTable()
+        return "procnet", self._read_sockets(self._procnet, statuses) or SocketTable()
+
+    def _read_sockets(self, source: SocketSource, statuses: list[SourceStatus]) -> SocketTable | None:
+        result = self._timed(source.name, statuses, source.sockets)
+        if result is None:
+            return None
+        if result.skipped_lines or result.notes:
+            # Degraded but usable: say how, in the metric and (at debug, every poll) in the log.
+            statuses[-1] = replace(statuses[-1], skipped=result.skipped_lines, error="; ".join(result.notes))
+            log.debug("source %s skipped %d records: %s", source.name, result.skipped_lines, result.notes)
+        sockets = result.sockets
+        return sockets if isinstance(sockets, SocketTable) else SocketTable.of(sockets)
+
+    def _timed(self, name: str, statuses: list[SourceStatus], read: Callable[[], T]) -> T | None:
+        """Run one source; a failure is recorded and logged once per streak, never raised."""
+        start = time.perf_counter()
+        try:
+            value = read()
+        except (OSError, SourceUnavailable, ValueError) as e:
+            statuses.append(SourceStatus(name, False, time.perf_counter() - start, error=str(e)))
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("source %s failed: %s", name, e)
+            return None
+        if name in self._warned:
+            self._warned.discard(name)
+            log.info("source %s works again", name)
+        statuses.append(SourceStatus(name, True, time.perf_counter() - start))
+        return value
+
+    def _note_partial(self, stats: AttributionStats) -> None:
+        if stats.partial and "partial" not in self._warned:
+            self._warned.add("partial")
+            hint = (
+                "even as root: they live in another user namespace or an LSM forbids it"
+                if os.geteuid() == 0
+                else "run as root or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+            )
+            log.warning(
+                "attribution is partial: %d processes' fd tables are not readable (%s); "
+                'their sockets count under process=""',
+                stats.processes_denied,
+                hint,
+            )
+        elif not stats.partial and "partial" in self._warned:
+            self._warned.discard("partial")
+            log.info("attribution is complete again")
