@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
+from tcpwatchd.columns import UNCONNECTED, ConnKey, Key, four_tuple, object_key
 from tcpwatchd.model import Owner, Socket, TcpState
 from tcpwatchd.snapshot import Snapshot, listener_owners
-from tcpwatchd.table import UNCONNECTED, ConnKey, Key, four_tuple, object_key
 
 _ENDED = frozenset({TcpState.TIME_WAIT, TcpState.CLOSE})
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from itertools import compress, count
 from typing import Any, TypeVar
 
+from tcpwatchd.columns import ObjectPart
 from tcpwatchd.errors import ParseError
 from tcpwatchd.model import Family, Socket, TcpInfo, TcpState, TimerKind, header_retransmits
-from tcpwatchd.table import ObjectPart
 
 SOCK_DIAG_BY_FAMILY = 20  # linux/sock_diag.h
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3  # linux/netlink.h

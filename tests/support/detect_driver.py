@@ -2,10 +2,10 @@
 
     python -m tests.support.detect_driver '{"detect": {...}, "daemon": {"source": "procnet"}}'
 
-Builds a `Poller` (and the daemon's `Announcer`) from the given config sections, prints `READY`, then on each `poll` line from stdin
-polls once and prints one `REPORT {json}` line: the report's findings, per-process figures, the
-detector gauges as a scrape would render them, the lines the announcer logged, and the sockets seen.
-History accumulates across polls, as in the daemon. Ends at EOF on stdin.
+Builds a `Poller` (and the daemon's `Announcer`) from the given config sections, prints `READY`, then
+on each `poll` line from stdin polls once and prints one `REPORT {json}` line: the report's findings,
+per-process figures, the detector gauges as a scrape would render them, the lines the announcer logged,
+and the sockets seen. History accumulates across polls, as in the daemon. Ends at EOF on stdin.
 """
 
 from __future__ import annotations
