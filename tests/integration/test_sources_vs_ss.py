@@ -156,8 +156,10 @@ def test_tcp_info_byte_counts_and_probes_agree_with_ss(world: World) -> None:
         counted += 1
     assert counted >= sum(1 for row in EXPECTED if row[0] == "ESTABLISHED")
     # Known from the population: 1000 bytes sent (+1 for the SYN, sequence space) and received.
-    assert sockets[("127.0.0.1:6002", "127.0.0.1:5001")].tcp_info.bytes_acked == 1001  # type: ignore[union-attr]
-    assert sockets[("127.0.0.1:5001", "127.0.0.1:6002")].tcp_info.bytes_received == 1000  # type: ignore[union-attr]
+    sender, receiver = (sockets[pair].tcp_info for pair in (("127.0.0.1:6002", "127.0.0.1:5001"),
+                                                           ("127.0.0.1:5001", "127.0.0.1:6002")))  # fmt: skip
+    assert sender is not None and receiver is not None
+    assert (sender.bytes_acked, receiver.bytes_received) == (1001, 1000)
 
 
 @pytest.mark.parametrize("source", ["sockdiag", "procnet"])
