@@ -17,7 +17,8 @@ from tcpwatchd.model import Socket, TcpState, consecutive_retransmits
 Key = Hashable
 
 # Columns every part provides. "key", "retransmits" (consecutive RTO retransmissions, from tcp_info
-# when present), "last_data_recv_ms" and "last_ack_recv_ms" (-1 without tcp_info) are derived. A name
+# when present), "last_data_recv_ms", "last_ack_recv_ms", "probes", "bytes_received" and "bytes_acked"
+# (tcp_info's; -1 without tcp_info, the last two also from a kernel before 4.1) are derived. A name
 # outside this Literal is a type error where it is used, and an import-time error in a `Derived`.
 Column = Literal[
     "family",
@@ -37,6 +38,9 @@ Column = Literal[
     "retransmits",
     "last_data_recv_ms",
     "last_ack_recv_ms",
+    "probes",
+    "bytes_received",
+    "bytes_acked",
 ]
 COLUMNS: frozenset[str] = frozenset(get_args(Column))
 STRUCTURE: tuple[Column, ...] = ("key", "state", "inode", "timer")
@@ -82,6 +86,9 @@ _OBJECT_COLUMNS: dict[Column, Callable[[Socket], Any]] = {
     "retransmits": consecutive_retransmits,
     "last_data_recv_ms": lambda s: s.tcp_info.last_data_recv_ms if s.tcp_info else -1,
     "last_ack_recv_ms": lambda s: s.tcp_info.last_ack_recv_ms if s.tcp_info else -1,
+    "probes": lambda s: s.tcp_info.probes if s.tcp_info else -1,
+    "bytes_received": lambda s: s.tcp_info.bytes_received if s.tcp_info else -1,
+    "bytes_acked": lambda s: s.tcp_info.bytes_acked if s.tcp_info else -1,
 }
 
 

@@ -108,6 +108,12 @@ class TcpInfo:
     rtt_us: int
     rttvar_us: int
     total_retrans: int
+    # RFC 4898 tcpEStatsAppHCThruOctetsAcked / ...Received, since Linux 4.1; -1 from an older kernel.
+    # Counted in sequence space (tcp_snd_una_update, tcp_rcv_nxt_update; net/ipv4/tcp_input.c): the
+    # connecting side's SYN adds 1 to bytes_acked, a FIN 1 to the sender's bytes_acked and the
+    # receiver's bytes_received.
+    bytes_acked: int = -1
+    bytes_received: int = -1
 
 
 @dataclass(frozen=True, slots=True)

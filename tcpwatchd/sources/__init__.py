@@ -19,9 +19,9 @@ from typing import Protocol
 from tcpwatchd.errors import ParseError, SourceUnavailable
 from tcpwatchd.model import Socket
 from tcpwatchd.sources.kstats import read_kstats
+from tcpwatchd.sources.netlink import NetlinkError
 from tcpwatchd.sources.procnet import read_net_tcp
 from tcpwatchd.sources.sockdiag import SockDiagReader
-from tcpwatchd.sources.sockdiag_parse import NetlinkError
 
 __all__ = [
     "SOCKET_SOURCES",

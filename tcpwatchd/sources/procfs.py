@@ -80,3 +80,16 @@ def parse_cgroup(text: str) -> CgroupInfo:
             unit = um.group(1)
             break
     return CgroupInfo(unit=unit, container=container)
+
+
+def parse_boot_time(text: str) -> int:
+    """The `btime` line of /proc/stat: boot time in seconds since the epoch (fs/proc/stat.c).
+
+    >>> parse_boot_time("cpu  1 2 3 4\\nintr 5\\nbtime 1700000000\\nprocesses 42\\n")
+    1700000000
+    """
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "btime":
+            return int(value)
+    raise ValueError("no btime line")

@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tcpwatchd.errors import ParseError, SourceUnavailable
-from tcpwatchd.model import Family, Socket, TcpState, TimerKind
+from tcpwatchd.model import Family, Socket, TimerKind
+from tcpwatchd.sources.codes import STATE_OF, TIMER_OF
 
 MAX_READ_BYTES = 256 << 20  # ≈1.5M sockets of tcp6 text; /proc sizes (st_size 0) are never trusted
 _CHUNK = 1 << 20
 _FAMILY_FILES = ((Family.INET, "tcp"), (Family.INET6, "tcp6"))
-_STATES = {int(s): s for s in TcpState}
-_TIMERS = {int(t): t for t in TimerKind}
 # For the probe timers the kernel's own netlink idiag_retrans is icsk_probes_out (net/ipv4/inet_diag.c);
 # /proc prints that in the `timeout` column, so take it from there to keep one meaning for Socket.retrans.
 _PROBE_TIMERS = frozenset({TimerKind.KEEPALIVE, TimerKind.ZERO_WINDOW_PROBE})
@@ -154,7 +153,7 @@ def _parse_line(line: str, family: Family, decode: Callable[[str], str], clk_tck
     try:
         local, lport = _endpoint(fields[1], decode)
         remote, rport = _endpoint(fields[2], decode)
-        state, timer = _STATES.get(int(fields[3], 16)), _TIMERS.get(int(fields[5].split(":")[0], 16))
+        state, timer = STATE_OF.get(int(fields[3], 16)), TIMER_OF.get(int(fields[5].split(":")[0], 16))
         tx, rx = (int(v, 16) for v in fields[4].split(":"))
         when = int(fields[5].split(":")[1], 16)
         retrnsmt, uid, probes, inode = int(fields[6], 16), int(fields[7]), int(fields[8]), int(fields[9])

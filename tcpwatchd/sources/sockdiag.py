@@ -24,17 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from tcpwatchd.errors import SourceUnavailable
-from tcpwatchd.sources.sockdiag_parse import (
-    INET_DIAG_INFO,
-    NLMSG_DONE,
-    NLMSG_ERROR,
-    NLMSGHDR,
-    SOCK_DIAG_BY_FAMILY,
-    AddressCache,
-    BulkDump,
-    NetlinkError,
-    parse_bulk,
-)
+from tcpwatchd.sources.netlink import NLMSG_DONE, NLMSG_ERROR, NLMSGHDR, SOCK_DIAG_BY_FAMILY, NetlinkError
+from tcpwatchd.sources.sockdiag_bulk import BulkDump, parse_bulk
+from tcpwatchd.sources.sockdiag_columns import AddressCache
+from tcpwatchd.sources.sockdiag_msg import INET_DIAG_INFO
 from tcpwatchd.table import SocketTable
 
 T = TypeVar("T")

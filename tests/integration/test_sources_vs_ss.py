@@ -66,6 +66,22 @@ class World:
         sockets = tuple(_socket(d) for d in out["sockets"])
         return SourceResult(out["source"], sockets, out["skipped"], tuple(out["notes"]))
 
+    def ss_info(self) -> dict[tuple[str, str], dict[str, int]]:
+        """`ss -tinH` of ESTABLISHED sockets: (local, remote) -> the bytes_* counters it prints."""
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        key: tuple[str, str] | None = None
+        for line in self.ns.run("ss", "-tinH", "state", "established").stdout.splitlines():
+            if not line.startswith((" ", "\t")):
+                local, remote = line.split()[2:4]
+                key = (_ss_endpoint(local), _ss_endpoint(remote))
+            elif key is not None:
+                out[key] = {
+                    name: int(value)
+                    for name, _, value in (f.partition(":") for f in line.split())
+                    if name in ("bytes_acked", "bytes_received")
+                }
+        return out
+
     def ss(self) -> Summary:
         return Counter(
             _ss_row(line) for line in self.ns.run("ss", "-tanH").stdout.splitlines() if line.strip()
@@ -128,6 +144,28 @@ def test_established_sockets_carry_tcp_info(world: World) -> None:
     assert len(established) == sum(1 for row in EXPECTED if row[0] == "ESTABLISHED")
     assert all(s.tcp_info is not None and s.cookie for s in established)
     assert all(s.tcp_info is None for s in sockets if s.state in (TcpState.TIME_WAIT, TcpState.SYN_RECV))
+
+
+def test_tcp_info_byte_counts_and_probes_agree_with_ss(world: World) -> None:
+    """tcpi_bytes_acked / tcpi_bytes_received (offsets 120 and 128 of struct tcp_info) against `ss -ti`,
+    which prints each only when it is not 0."""
+    sockets = by_endpoints(world.source_in_namespace("sockdiag").sockets)
+    counted = 0
+    for (local, remote), fields in world.ss_info().items():
+        info = sockets[(local, remote)].tcp_info
+        assert info is not None
+        assert (info.bytes_acked, info.bytes_received) == (
+            fields.get("bytes_acked", 0),
+            fields.get("bytes_received", 0),
+        ), (local, remote)
+        assert info.probes == 0
+        counted += 1
+    assert counted >= sum(1 for row in EXPECTED if row[0] == "ESTABLISHED")
+    # Known from the population: 1000 bytes sent (+1 for the SYN, sequence space) and received.
+    sender, receiver = (sockets[pair].tcp_info for pair in (("127.0.0.1:6002", "127.0.0.1:5001"),
+                                                           ("127.0.0.1:5001", "127.0.0.1:6002")))  # fmt: skip
+    assert sender is not None and receiver is not None
+    assert (sender.bytes_acked, receiver.bytes_received) == (1001, 1000)
 
 
 @pytest.mark.parametrize("source", ["sockdiag", "procnet"])

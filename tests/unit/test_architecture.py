@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.errors": 0,
     "tcpwatchd.model": 0,
     "tcpwatchd.sections": 0,
+    "tcpwatchd.frozen": 0,
     "tcpwatchd.logs": 0,
     "tcpwatchd.sdnotify": 0,
     "tcpwatchd.columns": 1,

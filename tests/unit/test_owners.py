@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tcpwatchd.sources import owners
 from tcpwatchd.sources.owners import OwnerCache
-from tcpwatchd.sources.procfs import socket_inode
+
+BOOT = 1_700_000_000  # btime of the fake tree's /proc/stat
 
 
 class FakeProc:
@@ -48,6 +45,7 @@ class FakeProc:
 @pytest.fixture
 def proc(tmp_path: Path) -> FakeProc:
     (tmp_path / "self").mkdir()  # non-numeric entries are ignored
+    (tmp_path / "stat").write_text(f"cpu  1 2 3 4 5 6 7 0 0 0\nbtime {BOOT}\nprocesses 9\n")
     return FakeProc(tmp_path)
 
 
@@ -124,7 +122,13 @@ def test_a_process_renamed_after_exec_is_shown_by_its_new_name(proc: FakeProc) -
     assert names(cache, [1, 2]) == {1: ("srv-renamed", 10), 2: ("srv-renamed", 10)}
 
 
-# --- the full scan: threads, prefetch, reading an fd table ------------------------------------------------
+def test_start_times_count_from_the_boot_time_of_the_same_proc_root(proc: FakeProc) -> None:
+    proc.process(10, "srv", 250 * os.sysconf("SC_CLK_TCK"), {3: 1})
+    owner = OwnerCache(str(proc.root)).attribute([1]).owners[1]
+    assert owner.start_time == BOOT + 250
+
+
+# --- the full scan: threads, prefetch ---------------------------------------------------------------------
 
 
 def test_a_threaded_scan_equals_a_single_threaded_one(proc: FakeProc) -> None:
@@ -162,103 +166,6 @@ def test_a_failed_prefetch_is_scanned_again_by_attribute(proc: FakeProc) -> None
     fd_dir.unlink()
     proc.process(10, "srv", 100, {3: 1})
     assert names(cache, [1]) == {1: ("srv", 10)}
-
-
-@pytest.mark.parametrize(
-    ("links", "expected"),
-    [
-        (["socket:[11]", "/dev/null", "pipe:[5]", "socket:[12]"], [11, 0, 0, 12]),
-        (["anon_inode:[eventpoll]", "/tmp/socket:[1] (deleted)"], [0, 0]),
-        # Malformed socket targets (never made by sockfs) fall back to the careful parser, whole.
-        (["socket:[]", "socket:[13]"], [0, 13]),
-        (["socket:[1]x", "socket:[x]", "socket:[14]"], [0, 0, 14]),
-    ],
-)
-def test_fd_links_become_socket_inodes(links: list[str], expected: list[int]) -> None:
-    names_ = [str(i) for i in range(len(links))]
-    assert owners._by_fd(names_, links) == dict(zip(names_, expected, strict=True))
-
-
-class Holder:
-    """A child process holding socketpairs on fds 3.. (and 0-2), for reading a real /proc/<pid>/fd."""
-
-    def __init__(self, pairs: int, close: tuple[int, ...] = ()) -> None:
-        code = (
-            "import os, socket, sys\n"
-            f"keep = [socket.socketpair() for _ in range({pairs})]\n"
-            f"for fd in {close!r}: os.close(fd)\n"
-            "print('ready', flush=True)\n"
-            "sys.stdin.read()\n"
-        )
-        self.child = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self.child.stdout is not None and self.child.stdout.readline() == "ready\n"
-
-    def fd_dir(self) -> int:
-        return os.open(f"/proc/{self.child.pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
-
-    def close(self) -> None:
-        assert self.child.stdin is not None
-        self.child.stdin.close()
-        try:
-            self.child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.child.kill()
-            self.child.wait(timeout=10)
-
-
-@pytest.fixture
-def holder() -> Iterator[Callable[..., Holder]]:
-    made: list[Holder] = []
-
-    def make(pairs: int, close: tuple[int, ...] = ()) -> Holder:
-        made.append(Holder(pairs, close))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
-
-
-def listed(dir_fd: int) -> dict[str, int]:
-    """The plain way: list the directory, readlink each entry."""
-    return {n: socket_inode(os.readlink(n, dir_fd=dir_fd)) for n in os.listdir(dir_fd)}
-
-
-def test_reading_a_dense_fd_table_by_number_lists_nothing(
-    holder: Callable[..., Holder], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    dir_fd = holder(40).fd_dir()
-    try:
-        expected = listed(dir_fd)
-        assert sum(1 for inode in expected.values() if inode) == 80
-        if os.fstat(dir_fd).st_size == 0:
-            pytest.skip("this kernel does not report the fd count as st_size (Linux < 6.2)")
-
-        def no_listing(_path: object) -> list[str]:
-            raise AssertionError("a dense fd table was listed")
-
-        monkeypatch.setattr(os, "listdir", no_listing)
-        assert owners._read_all_fds(dir_fd) == expected
-    finally:
-        os.close(dir_fd)
-
-
-def test_an_fd_table_with_a_gap_is_listed_and_read_whole(holder: Callable[..., Holder]) -> None:
-    dir_fd = holder(20, close=(7, 12)).fd_dir()
-    try:
-        expected = listed(dir_fd)
-        assert "7" not in expected and "12" not in expected and len(expected) == 3 + 40 - 2
-        assert owners._read_all_fds(dir_fd) == expected
-    finally:
-        os.close(dir_fd)
-
-
-@pytest.mark.parametrize("count", [0, 1, 5, 3000, 20000, 5])
-def test_fd_names_are_the_numbers_below_the_count(count: int) -> None:
-    assert owners._fd_names(count) == [str(i) for i in range(count)]
-    assert len(owners._fd_name_cache) <= owners._FD_NAMES_KEPT
 
 
 def test_after_a_prefetch_that_owns_every_socket_the_next_poll_reads_nothing(proc: FakeProc) -> None:

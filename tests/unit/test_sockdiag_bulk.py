@@ -11,18 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from tcpwatchd.columns import COLUMNS, ObjectPart
 from tcpwatchd.errors import ParseError
 from tcpwatchd.model import Socket
 from tcpwatchd.sources import sockdiag
-from tcpwatchd.sources.sockdiag_parse import (
-    NLMSGHDR,
-    AddressCache,
-    NetlinkError,
-    RawPart,
-    parse_bulk,
-    parse_sockdiag,
-)
-from tcpwatchd.table import COLUMNS, ObjectPart, SocketTable
+from tcpwatchd.sources.netlink import NLMSGHDR, NetlinkError
+from tcpwatchd.sources.sockdiag_bulk import parse_bulk
+from tcpwatchd.sources.sockdiag_columns import AddressCache, RawPart
+from tcpwatchd.sources.sockdiag_msg import parse_sockdiag
+from tcpwatchd.table import SocketTable
 
 NETLINK = Path(__file__).resolve().parents[1] / "fixtures" / "netlink"
 FAMILY = {"population_inet4.bin": socket.AF_INET, "population_inet6.bin": socket.AF_INET6}
@@ -80,7 +77,8 @@ def test_mixed_lengths_are_grouped_and_timewait_rows_have_no_tcp_info() -> None:
     result = parse_bulk(memoryview(load("population_inet4.bin")), socket.AF_INET, AddressCache())
     assert sorted(len(p) for p in result.parts) == [3, 21]
     short = next(p for p in result.parts if len(p) == 3)
-    assert short.column("last_data_recv_ms") == [-1, -1, -1]
+    for column in ("last_data_recv_ms", "probes", "bytes_received", "bytes_acked"):
+        assert short.column(column) == [-1, -1, -1], column
     assert all(s.tcp_info is None for s in (short.socket(i) for i in range(3)))
 
 
@@ -94,6 +92,34 @@ def test_long_runs_between_odd_messages_stay_views_and_the_rest_is_grouped() -> 
     assert sorted(len(p) for p in views) == [42, 63]
     assert sorted(len(p) for p in result.parts if p not in views) == [9]
     assert Counter(SocketTable(result.parts)) == Counter(parse_sockdiag(dump).sockets)
+
+
+def test_byte_counts_of_a_run_equal_the_message_decoder_even_above_32_bits() -> None:
+    full = [bytearray(m) for m in messages(load("population_inet4.bin")) if len(m) == 408]
+    struct.pack_into("=I", full[3], 128 + 120 + 4, 5)  # tcpi_bytes_acked's high word (tcp_info at 128)
+    dump = b"".join(full * 2) + DONE
+    (part,) = parse_bulk(memoryview(dump), socket.AF_INET, AddressCache()).parts
+    assert isinstance(part, RawPart) and part.info_at == 128
+    rows = list(parse_sockdiag(dump).sockets)
+    assert part.column("bytes_acked") == [s.tcp_info.bytes_acked for s in rows if s.tcp_info]
+    assert part.column("bytes_received") == [s.tcp_info.bytes_received for s in rows if s.tcp_info]
+    assert part.column("probes") == [s.tcp_info.probes for s in rows if s.tcp_info]
+    assert part.column("bytes_acked")[3] >= 5 << 32
+
+
+def test_a_run_with_a_pre_4_1_tcp_info_has_no_byte_counts() -> None:
+    """tcp_info cut to its 104-byte prefix in every message of a run: probes yes, byte counts -1."""
+    est = next(m for m in messages(load("population_inet4.bin")) if len(m) == 408 and m[17] == 1)
+    assert struct.unpack_from("=HH", est, 124) == (4 + 280, 2)  # INET_DIAG_INFO, after 4 attributes
+    cut = bytearray(est[: 124 + 4 + 104])
+    struct.pack_into("=I", cut, 0, len(cut))
+    struct.pack_into("=H", cut, 124, 4 + 104)
+    dump = bytes(cut) * 40 + DONE
+    (part,) = parse_bulk(memoryview(dump), socket.AF_INET, AddressCache()).parts
+    assert isinstance(part, RawPart) and part.info_len == 104
+    assert part.column("bytes_acked") == part.column("bytes_received") == [-1] * 40
+    assert part.column("probes") == [0] * 40
+    assert Counter(SocketTable([part])) == Counter(parse_sockdiag(dump).sockets)
 
 
 def test_a_cookie_above_32_bits_keeps_its_high_word() -> None:

@@ -6,22 +6,30 @@ import dataclasses
 import errno
 import socket
 import struct
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tcpwatchd.errors import ParseError
+from tcpwatchd.frozen import frozen_builder
 from tcpwatchd.model import Family, Socket, TcpInfo, TcpState, TimerKind
 from tcpwatchd.sources import sockdiag
+from tcpwatchd.sources.netlink import NLMSGHDR, NetlinkError
 from tcpwatchd.sources.procnet import read_net_tcp
 from tcpwatchd.sources.sockdiag import request_bytes
-from tcpwatchd.sources.sockdiag_parse import (
-    NLMSGHDR,
+from tcpwatchd.sources.sockdiag_msg import (
+    TCP_INFO,
+    TCP_INFO_BYTES,
+    TCPI_BYTES_ACKED,
+    TCPI_BYTES_RECEIVED,
+    TCPI_LAST_ACK_RECV,
+    TCPI_LAST_DATA_RECV,
+    TCPI_PROBES,
+    TCPI_RETRANSMITS,
     DecodeCache,
-    NetlinkError,
     decode_into,
-    frozen_builder,
     parse_sockdiag,
 )
 from tests.support.population_sources import EXPECTED, KEEPALIVE_OFF, KEEPALIVE_ON
@@ -119,6 +127,79 @@ def test_tcp_info_of_an_idle_loopback_connection() -> None:
     assert 0 < info.rtt_us < 200_000
     assert (info.retransmits, info.probes, info.backoff, info.unacked, info.total_retrans) == (0, 0, 0, 0, 0)
     assert info.last_data_recv_ms > 0 and info.last_ack_recv_ms > 0
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "acked", "received"),
+    [
+        ("127.0.0.1:6002", "127.0.0.1:5001", 1001, 0),  # sent 1000 bytes; its SYN counts 1
+        ("127.0.0.1:5001", "127.0.0.1:6002", 0, 1000),  # ...which the server never reads
+        ("127.0.0.1:6004", "127.0.0.1:5001", 2, 0),  # SYN and FIN (shutdown(SHUT_WR)) acked
+        ("127.0.0.1:5001", "127.0.0.1:6004", 0, 1),  # the FIN received
+        ("[::1]:5004", "[::1]:6010", 7, 0),  # the accepting side's SYN-ACK does not count
+        ("[::1]:6010", "[::1]:5004", 1, 7),
+        ("127.0.0.1:6012", "127.0.0.1:5007", 4097, 0),  # the peer's window filled at 4096
+        ("127.0.0.1:5007", "127.0.0.1:6012", 0, 4096),
+    ],
+)
+def test_tcp_info_byte_counts(local: str, remote: str, acked: int, received: int) -> None:
+    info = by_endpoints(population())[(local, remote)].tcp_info
+    assert info is not None and (info.bytes_acked, info.bytes_received, info.probes) == (acked, received, 0)
+
+
+def test_tcp_info_offsets_are_those_of_linux_uapi_tcp_h() -> None:
+    """struct tcp_info: 8 u8s, then u32s from tcpi_rto (8) to tcpi_total_retrans (100), then u64s."""
+    u32 = ["rto", "ato", "snd_mss", "rcv_mss", "unacked", "sacked", "lost", "retrans", "fackets",
+           "last_data_sent", "last_ack_sent", "last_data_recv", "last_ack_recv", "pmtu", "rcv_ssthresh",
+           "rtt", "rttvar", "snd_ssthresh", "snd_cwnd", "advmss", "reordering", "rcv_rtt", "rcv_space",
+           "total_retrans"]  # fmt: skip
+    offset = {name: 8 + 4 * i for i, name in enumerate(u32)}
+    u64 = ["pacing_rate", "max_pacing_rate", "bytes_acked", "bytes_received"]
+    offset |= {name: offset["total_retrans"] + 4 + 8 * i for i, name in enumerate(u64)}
+    assert (TCPI_RETRANSMITS, TCPI_PROBES) == (2, 3)
+    assert (offset["last_data_recv"], offset["last_ack_recv"]) == (TCPI_LAST_DATA_RECV, TCPI_LAST_ACK_RECV)
+    assert (offset["bytes_acked"], offset["bytes_received"]) == (TCPI_BYTES_ACKED, TCPI_BYTES_RECEIVED)
+    assert (TCP_INFO.size, TCP_INFO_BYTES.size) == (offset["total_retrans"] + 4, offset["bytes_received"] + 8)
+    # Every field the structs read sits at its header offset: mark each and read it back.
+    blob = bytearray(TCP_INFO_BYTES.size)
+    marks = [(2, 1, 11), (3, 1, 12), (offset["rtt"], 4, 13), (offset["total_retrans"], 4, 14),
+             (TCPI_BYTES_ACKED, 8, 1 << 40), (TCPI_BYTES_RECEIVED, 8, 15)]  # fmt: skip
+    for rel, width, value in marks:
+        blob[rel : rel + width] = value.to_bytes(width, sys.byteorder)
+    info = TcpInfo(*TCP_INFO_BYTES.unpack(bytes(blob)))
+    assert (info.retransmits, info.probes, info.rtt_us, info.total_retrans) == (11, 12, 13, 14)
+    assert (info.bytes_acked, info.bytes_received) == (1 << 40, 15)
+
+
+def tcp_info_cut_to(payload: int) -> bytes:
+    """The first ESTABLISHED message of the recording with its tcp_info cut to `payload` bytes (a kernel
+    older than the fields we read past it), then NLMSG_DONE."""
+    message = next(m for m in _split_messages(load("population_inet4.bin")) if m[17] == TcpState.ESTABLISHED)
+    at = 16 + 72
+    while struct.unpack_from("=H", message, at + 2)[0] != 2:  # INET_DIAG_INFO
+        at += (struct.unpack_from("=H", message, at)[0] + 3) & ~3
+    cut = bytearray(message[: at + 4 + payload])
+    struct.pack_into("=I", cut, 0, len(cut))
+    struct.pack_into("=H", cut, at, 4 + payload)
+    return bytes(cut) + bytes(-len(cut) % 4) + load("done_ok.bin")
+
+
+@pytest.mark.parametrize("payload", [104, 120, 135])
+def test_a_kernel_before_4_1_gives_no_byte_counts(payload: int) -> None:
+    (sock,) = parse_sockdiag(tcp_info_cut_to(payload)).sockets
+    assert sock.tcp_info is not None and sock.tcp_info.rto_us >= 200_000
+    assert (sock.tcp_info.bytes_acked, sock.tcp_info.bytes_received) == (-1, -1)
+
+
+def test_the_remembered_layout_reads_byte_counts_only_where_they_are() -> None:
+    """One cache across a long and a short tcp_info: the shortcut must not read past the short one."""
+    long_ = _split_messages(load("population_inet4.bin"))
+    full = next(m for m in long_ if m[17] == TcpState.ESTABLISHED)
+    out: list[Socket] = []
+    cache = DecodeCache()
+    for data in (full, tcp_info_cut_to(104), full):
+        decode_into(data, out, cache)
+    assert [s.tcp_info.bytes_acked >= 0 for s in out if s.tcp_info] == [True, False, True]
 
 
 def test_cookies_are_unique_and_uids_are_root() -> None:

@@ -1,0 +1,163 @@
+"""Columns of a run of equal sock_diag messages: `RawPart`, the table part the daemon's polls read.
+
+A run's messages share one length and one attribute layout, so a field sits at the same offset in every
+message: a memoryview cast to u8/u32 and sliced with the message length as its step yields that field
+of every message, and `.tolist()` turns it into a column in C, with no per-socket Python loop. Offsets
+are those of `struct inet_diag_msg` after the 16-byte nlmsghdr (see sockdiag_msg for the layout) and of
+`struct tcp_info` within the INET_DIAG_INFO payload. sockdiag_bulk finds the runs and builds the parts.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from tcpwatchd.errors import ParseError
+from tcpwatchd.model import Socket, header_retransmits
+from tcpwatchd.sources.netlink import NLATTR
+from tcpwatchd.sources.sockdiag_msg import (
+    TCP_INFO_BYTES_ATTR_MIN,
+    TCPI_BYTES_ACKED,
+    TCPI_BYTES_RECEIVED,
+    TCPI_LAST_ACK_RECV,
+    TCPI_LAST_DATA_RECV,
+    TCPI_PROBES,
+    TCPI_RETRANSMITS,
+    DecodeCache,
+    socket_from,
+)
+
+# inet_diag_msg fields, as byte offsets from the start of the netlink message.
+_RAW_U8 = {"family": 16, "state": 17, "timer": 18, "retrans": 19}
+_RAW_U32 = {"expires": 68, "rqueue": 72, "wqueue": 76, "uid": 80, "inode": 84}
+_TCPI_U32 = {"last_data_recv_ms": TCPI_LAST_DATA_RECV, "last_ack_recv_ms": TCPI_LAST_ACK_RECV}
+_TCPI_U64 = {"bytes_acked": TCPI_BYTES_ACKED, "bytes_received": TCPI_BYTES_RECEIVED}
+
+
+class AddressCache:
+    """Raw address -> text, kept across polls (a host's set of addresses changes slowly); bounded."""
+
+    __slots__ = ("v4", "v6")
+    LIMIT = 1 << 18
+
+    def __init__(self) -> None:
+        self.v4: dict[int, str] = {}
+        self.v6: dict[tuple[int, int, int, int], str] = {}
+
+    def texts(self, family: int, raw: list[Any]) -> list[str]:
+        names: dict[Any, str] = self.v4 if family == socket.AF_INET else self.v6
+        missing = set(raw).difference(names)
+        if missing:
+            if len(names) + len(missing) > self.LIMIT:
+                names.clear()
+                missing = set(raw)
+            pack = _pack_v4 if family == socket.AF_INET else _pack_v6
+            for value in missing:
+                names[value] = socket.inet_ntop(family, pack(value))
+        return list(map(names.__getitem__, raw))
+
+
+def _pack_v4(value: int) -> bytes:
+    return struct.pack("=I", value)
+
+
+def _pack_v6(value: tuple[int, int, int, int]) -> bytes:
+    return struct.pack("=4I", *value)
+
+
+class RawPart:
+    """`count` sock_diag messages of `stride` bytes each, back to back in `data`, all of one family and
+    one attribute layout; `info_at` is the tcp_info payload's offset in a message (-1: none) and
+    `info_len` its length in bytes."""
+
+    __slots__ = ("_cache", "_columns", "_decode", "count", "data", "family", "info_at", "info_len", "stride")
+
+    def __init__(
+        self,
+        data: memoryview,
+        stride: int,
+        count: int,
+        family: int,
+        info: tuple[int, int],
+        cache: AddressCache,
+    ) -> None:
+        self.data, self.stride, self.count, self.family = data, stride, count, family
+        self.info_at, self.info_len = info
+        self._cache = cache
+        self._columns: dict[str, list[Any]] = {}
+        self._decode: DecodeCache | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def socket(self, i: int) -> Socket:
+        if self._decode is None:
+            self._decode = DecodeCache()
+        off = i * self.stride
+        sock = socket_from(self.data, off, off + self.stride, self._decode)
+        if sock is None:  # validated when the part was built; a failure here is a bug
+            raise ParseError("netlink sock_diag", off, "message no longer decodes")
+        return sock
+
+    def column(self, name: str) -> list[Any]:
+        """One field of every message, in order (memoised: the caller must not mutate it)."""
+        col = self._columns.get(name)
+        if col is None:
+            col = self._columns[name] = self._extract(name)
+        return col
+
+    def _extract(self, name: str) -> list[Any]:
+        if name in _RAW_U32:
+            return self._u32(_RAW_U32[name])
+        if name in _RAW_U8:
+            return self._u8(_RAW_U8[name])
+        if name in ("local_port", "remote_port"):
+            return self._be16(20 if name == "local_port" else 22)
+        if name in ("local_address", "remote_address"):
+            return self._address(24 if name == "local_address" else 40)
+        if name == "key":
+            return self._u64(60)  # idiag_cookie[2]
+        if name == "retransmits" and self.info_at < 0:
+            return list(map(header_retransmits, self._u8(19), self._u8(18)))
+        return self._tcp_info(name)
+
+    def _tcp_info(self, name: str) -> list[Any]:
+        """A tcp_info column; -1 for every row when the messages carry no tcp_info (or not that field)."""
+        if name in ("retransmits", "probes"):
+            rel = TCPI_RETRANSMITS if name == "retransmits" else TCPI_PROBES
+            return self._u8(self.info_at + rel) if self.info_at >= 0 else [-1] * self.count
+        if name in _TCPI_U32:
+            return self._u32(self.info_at + _TCPI_U32[name]) if self.info_at >= 0 else [-1] * self.count
+        if name in _TCPI_U64:
+            if self.info_at < 0 or self.info_len < TCP_INFO_BYTES_ATTR_MIN - NLATTR.size:
+                return [-1] * self.count
+            return self._u64(self.info_at + _TCPI_U64[name])
+        raise KeyError(f"no socket column {name!r}")
+
+    def _u8(self, off: int) -> list[int]:
+        return self.data[off :: self.stride].tolist()
+
+    def _u32(self, off: int) -> list[int]:
+        return self.data.cast("I")[off // 4 :: self.stride // 4].tolist()
+
+    def _u64(self, off: int) -> list[int]:
+        """A u64 field read as two u32 words (a message is only 4-byte aligned)."""
+        low, high = self._u32(off), self._u32(off + 4)
+        if high.count(0) == len(high):  # the usual case for cookies and byte counts: below 2**32
+            return low
+        return [lo | hi << 32 for lo, hi in zip(low, high, strict=True)]
+
+    def _be16(self, off: int) -> list[int]:
+        return list(map(_be16, self._u8(off), self._u8(off + 1)))
+
+    def _address(self, off: int) -> list[Any]:
+        if self.family == socket.AF_INET:
+            raw: list[Any] = self._u32(off)
+        else:
+            raw = list(zip(*(self._u32(off + 4 * k) for k in range(4)), strict=True))
+        return self._cache.texts(self.family, raw)
+
+
+def _be16(hi: int, lo: int) -> int:
+    return hi << 8 | lo
