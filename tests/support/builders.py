@@ -40,8 +40,9 @@ def sock(
     )  # fmt: skip
 
 
-def owner(pid: int, name: str = "srv", start: float = 1000.0) -> Owner:
-    return Owner(pid=pid, name=name, start_time=start, user="root")
+def owner(name: str = "server", pid: int = 100, unit: str = "", start: float = 1.0) -> Owner:
+    """The one owner builder of the tests: owner("nginx", 42)."""
+    return Owner(pid=pid, name=name, start_time=start, user="root", unit=unit)
 
 
 def snapshot(at: float, sockets: list[Socket], owners: Mapping[int, Owner] | None = None) -> Snapshot:

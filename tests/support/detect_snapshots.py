@@ -83,10 +83,6 @@ def listener(port: int = 8080, inode: int = 1) -> Socket:
     return conn("0.0.0.0", 0, local="0.0.0.0", local_port=port, state=TcpState.LISTEN, inode=inode)
 
 
-def owner(name: str = "server", pid: int = 100, unit: str = "") -> Owner:
-    return Owner(pid=pid, name=name, start_time=1.0, user="root", unit=unit)
-
-
 class Scenario:
     """A Tracker fed hand-built snapshots at chosen monotonic times."""
 

@@ -17,7 +17,8 @@ from tcpwatchd.model import TcpState, TimerKind
 from tcpwatchd.outputs.announce import FINDING_LOGGER, HEALTH_LOGGER, Announcer
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.tracker import TrackedPoll
-from tests.support.detect_snapshots import Scenario, conn, detect_config, owner
+from tests.support.builders import owner
+from tests.support.detect_snapshots import Scenario, conn, detect_config
 
 CFG = detect_config(close_wait={"min_age_seconds": 10})
 

@@ -4,7 +4,8 @@ import pytest
 
 from tcpwatchd.detectors.close_wait import CLOSE_WAIT
 from tcpwatchd.model import Socket, TcpState
-from tests.support.detect_snapshots import Scenario, conn, detect_config, owner
+from tests.support.builders import owner
+from tests.support.detect_snapshots import Scenario, conn, detect_config
 
 CFG = detect_config(close_wait={"min_age_seconds": 30})
 LEAKY = owner("leaky", 10)

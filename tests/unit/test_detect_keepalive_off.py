@@ -4,7 +4,8 @@ import pytest
 
 from tcpwatchd.detectors.keepalive_off import KEEPALIVE_OFF
 from tcpwatchd.model import TcpState, TimerKind
-from tests.support.detect_snapshots import Scenario, conn, owner
+from tests.support.builders import owner
+from tests.support.detect_snapshots import Scenario, conn
 
 APP = owner("app", 10)
 

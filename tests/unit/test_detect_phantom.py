@@ -8,7 +8,8 @@ import pytest
 from tcpwatchd.detectors.phantom import IDLE_SUSPECT, PHANTOM
 from tcpwatchd.model import Socket, TimerKind
 from tcpwatchd.report import Report
-from tests.support.detect_snapshots import Scenario, conn, detect_config, info, listener, owner
+from tests.support.builders import owner
+from tests.support.detect_snapshots import Scenario, conn, detect_config, info, listener
 
 CFG = detect_config(phantom={"idle_seconds": 60})
 SRV = owner("server", 10)

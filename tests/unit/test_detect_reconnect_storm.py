@@ -7,7 +7,8 @@ import pytest
 from tcpwatchd.detectors.reconnect_storm import RECONNECT_STORM
 from tcpwatchd.model import TcpState
 from tcpwatchd.report import Report
-from tests.support.detect_snapshots import Scenario, conn, detect_config, listener, owner
+from tests.support.builders import owner
+from tests.support.detect_snapshots import Scenario, conn, detect_config, listener
 
 CFG = detect_config(reconnect_storm={"window_seconds": 60, "min_new_connections": 5})
 SRV = owner("server", 10, unit="api.service")

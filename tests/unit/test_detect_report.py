@@ -21,7 +21,8 @@ from tcpwatchd.model import TcpState, TimerKind
 from tcpwatchd.outputs.detector_metrics import detector_metrics
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.tracker import TrackedPoll
-from tests.support.detect_snapshots import Scenario, conn, detect_config, info, owner
+from tests.support.builders import owner
+from tests.support.detect_snapshots import Scenario, conn, detect_config, info
 
 DETECTORS = [
     "close_wait",

@@ -6,7 +6,8 @@ import pytest
 
 from tcpwatchd.detectors.stalled_receive import STALLED_RECEIVE
 from tcpwatchd.model import TcpState
-from tests.support.detect_snapshots import Scenario, conn, detect_config, owner
+from tests.support.builders import owner
+from tests.support.detect_snapshots import Scenario, conn, detect_config
 
 CFG = detect_config(stalled_receive={"min_age_seconds": 20})
 APP = owner("app", 10)

@@ -5,7 +5,8 @@ import pytest
 from tcpwatchd.detectors.unresponsive_peer import UNRESPONSIVE_PEER
 from tcpwatchd.model import Socket, TcpState, TimerKind
 from tcpwatchd.sysctl.derived import inflight_detection_from
-from tests.support.detect_snapshots import Scenario, conn, detect_config, info, owner
+from tests.support.builders import owner
+from tests.support.detect_snapshots import Scenario, conn, detect_config, info
 
 CFG = detect_config(unresponsive_peer={"min_retransmits": 3})
 APP = owner("sender", 10)

@@ -32,7 +32,7 @@ def _result(at: float, sockdiag_ok: bool = True) -> PollResult:
         monotonic=at,
         source="sockdiag",
         sockets=SocketTable.of(sockets),
-        owners=MappingProxyType({1: owner(10, HOSTILE), 2: owner(10, HOSTILE), 3: owner(11, "api")}),
+        owners=MappingProxyType({1: owner(HOSTILE, 10), 2: owner(HOSTILE, 10), 3: owner("api", 11)}),
         kernel_counters=MappingProxyType({"TcpExt.TCPAbortOnClose": 7, "TcpExt.TCPAbortOnData": 2}),
         sources=(SourceStatus("sockdiag", sockdiag_ok, 0.01), SourceStatus("owners", True, 0.002)),
     )

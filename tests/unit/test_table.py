@@ -40,5 +40,5 @@ def test_rows_in_an_empty_table_and_a_table_of_one_state() -> None:
 
 def test_row_owner_names_blank_for_unowned_and_inode_zero() -> None:
     sockets = [sock(inode=1), sock(inode=2, remote=("127.0.0.1", 2)), sock(inode=0, remote=("127.0.0.1", 3))]
-    snap = snapshot(0.0, sockets, {1: owner(10, "nginx"), 7: owner(11, "other")})
+    snap = snapshot(0.0, sockets, {1: owner("nginx", 10), 7: owner("other", 11)})
     assert row_owner_names(snap) == ["nginx", "", ""]

@@ -24,7 +24,7 @@ def test_new_connection_after_start_is_opened_and_counted_per_process() -> None:
     t.update(snapshot(0.0, [sock(LISTEN, remote=("0.0.0.0", 0), inode=5)]))
     new = sock(EST, remote=("198.18.0.2", 5000), inode=7)
     view = t.update(
-        snapshot(10.0, [sock(LISTEN, remote=("0.0.0.0", 0), inode=5), new], {7: owner(42, "api")})
+        snapshot(10.0, [sock(LISTEN, remote=("0.0.0.0", 0), inode=5), new], {7: owner("api", 42)})
     )
     assert [(o.remote_address, o.local_port, o.process, o.pid) for o in view.opened] == [
         ("198.18.0.2", 80, "api", 42)
@@ -107,10 +107,10 @@ def test_unowned_opening_counts_under_the_listener_of_its_port() -> None:
     """Not yet accepted (inode 0): the peer connected to whoever listens on the port."""
     t = Tracker()
     listen = sock(LISTEN, remote=("0.0.0.0", 0), inode=5)
-    t.update(snapshot(0.0, [listen], {5: owner(7, "api")}))
+    t.update(snapshot(0.0, [listen], {5: owner("api", 7)}))
     pending = sock(EST, remote=("198.18.0.2", 5000), inode=0)
     client = sock(EST, local=("127.0.0.1", 41000), remote=("127.0.0.1", 9999), inode=0)
-    view = t.update(snapshot(10.0, [listen, pending, client], {5: owner(7, "api")}))
+    view = t.update(snapshot(10.0, [listen, pending, client], {5: owner("api", 7)}))
     assert sorted((o.process, o.pid) for o in view.opened) == [("", 0), ("api", 7)]
     assert view.opened_totals == {"api": 1, "": 1}
 
