@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import socket
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class TcpState(enum.IntEnum):
@@ -157,6 +158,35 @@ def _endpoint(address: str, port: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Workload:
+    """Where a process runs in Kubernetes terms: its pod's namespace, the pod and the container, by name
+    (from the node's files, see sources/podnames.py). All "" on a plain host or outside any pod."""
+
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
+
+
+NO_WORKLOAD = Workload()
+
+
+class ProcessLabels(NamedTuple):
+    """The identity of one per-process series: the process name and, for a pod's process, where it runs.
+
+    Two processes of one name in two pods are two series; sockets no process holds count under
+    process "" (of their pod, when their network namespace is a pod's).
+    """
+
+    process: str
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
+
+
+NOBODY = ProcessLabels("")
+
+
+@dataclass(frozen=True, slots=True)
 class Owner:
     """The process a socket is counted under (the oldest of its owners when shared after fork)."""
 
@@ -166,6 +196,12 @@ class Owner:
     user: str
     unit: str = ""  # systemd unit, from /proc/<pid>/cgroup
     container: str = ""  # container id, from /proc/<pid>/cgroup
+    workload: Workload = NO_WORKLOAD
+
+    @property
+    def labels(self) -> ProcessLabels:
+        w = self.workload
+        return ProcessLabels(self.name, w.namespace, w.pod, w.container)
 
 
 @dataclass(frozen=True, slots=True)

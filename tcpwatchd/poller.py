@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from tcpwatchd.config import Config
 from tcpwatchd.detectors.registry import registered
-from tcpwatchd.model import SourceStatus
+from tcpwatchd.model import ProcessLabels, SourceStatus
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.snapshot import Snapshot, count_by_state_and_process
 from tcpwatchd.sources.taker import Clock, SnapshotTaker
@@ -32,7 +32,7 @@ class PollResult:
     sysctl: SysctlReport | None  # None when [sysctl] mode is "off"
     sysctl_status: SourceStatus | None
     duration_seconds: float
-    socket_counts: Mapping[tuple[str, str], int]  # (state label, process) -> sockets
+    socket_counts: Mapping[tuple[str, ProcessLabels], int]  # (state label, process) -> sockets
     number: int = 0  # 1 for the poller's first poll
     interval_seconds: float = 0.0  # the configured poll interval when it ran
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from tcpwatchd.detectors.base import Context, Finding, Kind, Outcome
 from tcpwatchd.detectors.registry import DetectorSpec, registered
+from tcpwatchd.model import ProcessLabels
 from tcpwatchd.sections import DetectSections
 from tcpwatchd.snapshot import count_by_state_and_process
 from tcpwatchd.tracker import TrackedPoll
@@ -36,9 +37,13 @@ class DetectorRun:
 class ProcessSummary:
     """Per-process figures behind the `process`-labelled detector gauges."""
 
-    process: str  # comm; "" for sockets no process holds
+    labels: ProcessLabels  # process name ("" for sockets no process holds) and where it runs
     counts: Mapping[Kind, int]  # findings by kind, every one counted (also those not listed)
     values: Mapping[str, float]  # the detectors' extra per-process figures (registry `values`), by key
+
+    @property
+    def process(self) -> str:
+        return self.labels.process
 
     def count(self, kind: str) -> int:
         return self.counts.get(Kind(kind), 0)
@@ -50,8 +55,8 @@ class ProcessSummary:
 @dataclass(frozen=True, slots=True)
 class Report:
     findings: tuple[Finding, ...]  # the listed findings, sorted by kind (registry order), process, socket
-    processes: tuple[ProcessSummary, ...]  # every process with sockets or findings, sorted by name
-    opened_totals: Mapping[str, int]  # process -> connections opened since tcpwatchd started
+    processes: tuple[ProcessSummary, ...]  # every process with sockets or findings, sorted by labels
+    opened_totals: Mapping[ProcessLabels, int]  # connections opened since tcpwatchd started
     detectors: tuple[DetectorRun, ...]  # the enabled detectors, in registry order
 
     @property
@@ -77,8 +82,8 @@ def build_report(
     ctx = Context(sysctl=MappingProxyType(dict(sysctl_values or {})))
     runs: list[DetectorRun] = []
     findings: list[Finding] = []
-    counts: dict[str, dict[Kind, int]] = {}
-    values: dict[str, dict[str, float]] = {}
+    counts: dict[ProcessLabels, dict[Kind, int]] = {}
+    values: dict[ProcessLabels, dict[str, float]] = {}
     order: dict[str, int] = {}
     for spec in registered() if detectors is None else detectors:
         for k in spec.kinds:
@@ -111,7 +116,11 @@ def _run(
     return DetectorRun(spec.name, True, took, degraded=outcome.degraded), outcome
 
 
-def _add(counts: dict[str, dict[Kind, int]], values: dict[str, dict[str, float]], outcome: Outcome) -> None:
+def _add(
+    counts: dict[ProcessLabels, dict[Kind, int]],
+    values: dict[ProcessLabels, dict[str, float]],
+    outcome: Outcome,
+) -> None:
     """Add one detector's counts and per-process values to the per-process figures."""
     for (kind, process), n in outcome.counts.items():
         per = counts.setdefault(process, {})
@@ -122,7 +131,9 @@ def _add(counts: dict[str, dict[Kind, int]], values: dict[str, dict[str, float]]
 
 
 def _summaries(
-    tracked: TrackedPoll, counts: dict[str, dict[Kind, int]], values: dict[str, dict[str, float]]
+    tracked: TrackedPoll,
+    counts: dict[ProcessLabels, dict[Kind, int]],
+    values: dict[ProcessLabels, dict[str, float]],
 ) -> tuple[ProcessSummary, ...]:
     names = set(counts) | set(values)
     names |= {process for _state, process in count_by_state_and_process(tracked.snapshot)}

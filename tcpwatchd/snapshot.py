@@ -15,7 +15,7 @@ from itertools import repeat
 from operator import attrgetter
 from types import MappingProxyType
 
-from tcpwatchd.model import AttributionStats, Owner, Socket, SourceStatus, TcpState
+from tcpwatchd.model import NOBODY, AttributionStats, Owner, ProcessLabels, Socket, SourceStatus, TcpState
 from tcpwatchd.table import Carry, Derived, SocketTable
 
 
@@ -49,7 +49,10 @@ class Snapshot:
 
 
 _NAMES = Derived[list[str]]("snapshot.owner_names", reads=("inode",), owners=True)
-_COUNTS = Derived[Mapping[tuple[str, str], int]]("snapshot.counts", reads=("state", "inode"), owners=True)
+_LABELS = Derived[list[ProcessLabels]]("snapshot.owner_labels", reads=("inode",), owners=True)
+_COUNTS = Derived[Mapping[tuple[str, ProcessLabels], int]](
+    "snapshot.counts", reads=("state", "inode"), owners=True
+)
 _LISTENERS = Derived[Mapping[int, Owner]](
     "snapshot.listeners", reads=("state", "inode", "local_port"), owners=True
 )
@@ -60,9 +63,14 @@ def row_owner_names(snap: Snapshot) -> list[str]:
     return snap.sockets.derive(_NAMES, lambda: _row_names(snap))
 
 
-def count_by_state_and_process(snap: Snapshot) -> Mapping[tuple[str, str], int]:
-    """(state label, owner name) -> sockets; "" for sockets no process holds. Done once per poll, so that
-    a scrape only renders it."""
+def row_labels(snap: Snapshot) -> list[ProcessLabels]:
+    """The series identity of every row's counted owner (`NOBODY` when no process holds the socket)."""
+    return snap.sockets.derive(_LABELS, lambda: _row_labels(snap))
+
+
+def count_by_state_and_process(snap: Snapshot) -> Mapping[tuple[str, ProcessLabels], int]:
+    """(state label, owner's labels) -> sockets; `NOBODY` for sockets no process holds. Done once per
+    poll, so that a scrape only renders it."""
     return snap.sockets.derive(_COUNTS, lambda: _count(snap))
 
 
@@ -83,11 +91,27 @@ def _row_names(snap: Snapshot) -> list[str]:
     return list(map(_NAME, map(get, snap.sockets.column("inode"), repeat(_NOBODY))))
 
 
-def _count(snap: Snapshot) -> Mapping[tuple[str, str], int]:
-    raw = Counter(zip(snap.sockets.column("state"), row_owner_names(snap), strict=True))
-    counts: Counter[tuple[str, str]] = Counter()
-    for (state, name), n in raw.items():
-        counts[(TcpState(state).label, name)] += n
+def _row_labels(snap: Snapshot) -> list[ProcessLabels]:
+    owners = snap.owners
+    get = owners.copy().get if isinstance(owners, MappingProxyType) else owners.get
+    by_owner: dict[Owner, ProcessLabels] = {}  # one labels tuple per owner, shared by its rows
+
+    def labels(owner: Owner | None) -> ProcessLabels:
+        if owner is None:
+            return NOBODY
+        found = by_owner.get(owner)
+        if found is None:
+            found = by_owner[owner] = owner.labels
+        return found
+
+    return list(map(labels, map(get, snap.sockets.column("inode"))))
+
+
+def _count(snap: Snapshot) -> Mapping[tuple[str, ProcessLabels], int]:
+    raw = Counter(zip(snap.sockets.column("state"), row_labels(snap), strict=True))
+    counts: Counter[tuple[str, ProcessLabels]] = Counter()
+    for (state, labels), n in raw.items():
+        counts[(TcpState(state).label, labels)] += n
     return MappingProxyType(dict(counts))
 
 

@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tcpwatchd.columns import UNCONNECTED, ConnKey, Key, four_tuple, object_key
-from tcpwatchd.model import Owner, Socket, TcpState
+from tcpwatchd.model import NOBODY, Owner, ProcessLabels, Socket, TcpState
 from tcpwatchd.snapshot import Snapshot, listener_owners
 
 _ENDED = frozenset({TcpState.TIME_WAIT, TcpState.CLOSE})
@@ -60,8 +60,19 @@ class Opened:
     key: Key
     remote_address: str
     local_port: int
-    process: str  # owner's name, "" when no process held it yet (e.g. not yet accepted)
-    pid: int  # 0 when unowned
+    owner: Owner | None  # None when no process held it yet (e.g. not yet accepted)
+
+    @property
+    def process(self) -> str:
+        return self.owner.name if self.owner else ""
+
+    @property
+    def pid(self) -> int:
+        return self.owner.pid if self.owner else 0
+
+    @property
+    def labels(self) -> ProcessLabels:
+        return self.owner.labels if self.owner else NOBODY
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +86,7 @@ class TrackedPoll:
     opened: tuple[Opened, ...]  # first seen in this poll
     recent_opened: tuple[Opened, ...]  # first seen within the tracker's history window, oldest first
     closed: int  # identities that disappeared since the previous poll
-    opened_totals: Mapping[str, int]  # process name -> connections opened since start (a counter)
+    opened_totals: Mapping[ProcessLabels, int]  # process -> connections opened since start (a counter)
     unchanged: bool = False  # same sockets, states, inodes and timers as the previous poll
 
     def track_of(self, sock: Socket) -> Track:
@@ -99,7 +110,7 @@ class Tracker:
         self._unread: frozenset[Key] = frozenset()
         self._requests: dict[ConnKey, Key] = {}  # 4-tuple -> key of the request sockets last seen
         self._recent: deque[Opened] = deque()
-        self._opened_totals: dict[str, int] = {}
+        self._opened_totals: dict[ProcessLabels, int] = {}
         self._poll = 0
 
     def set_history(self, seconds: float) -> None:
@@ -124,7 +135,7 @@ class Tracker:
             opened = _attribute_to_listeners(snap, opened)
         self._remember(opened, now)
         for o in opened:
-            self._opened_totals[o.process] = self._opened_totals.get(o.process, 0) + 1
+            self._opened_totals[o.labels] = self._opened_totals.get(o.labels, 0) + 1
         return TrackedPoll(
             snapshot=snap,
             poll=self._poll,
@@ -268,8 +279,7 @@ def _opened(snap: Snapshot, sock: Socket, key: Key, now: float, poll: int) -> Op
         key=key,
         remote_address=sock.remote_address,
         local_port=sock.local_port,
-        process=owner.name if owner else "",
-        pid=owner.pid if owner else 0,
+        owner=owner,
     )
 
 
@@ -280,5 +290,5 @@ def _attribute_to_listeners(snap: Snapshot, opened: list[Opened]) -> list[Opened
     out = []
     for o in opened:
         owner = listeners.get(o.local_port) if not o.pid else None
-        out.append(replace(o, process=owner.name, pid=owner.pid) if owner else o)
+        out.append(replace(o, owner=owner) if owner else o)
     return out

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from tcpwatchd.model import Socket
-from tcpwatchd.snapshot import row_owner_names
+from tcpwatchd.model import NO_WORKLOAD, Owner, ProcessLabels, Socket
+from tcpwatchd.snapshot import row_labels
 from tcpwatchd.tracker import TrackedPoll
 
 
@@ -42,7 +42,8 @@ class Finding:
 
     `local` and `remote` are `ss`-style endpoints ('10.0.0.1:80', '[::1]:80'); a storm has no single
     connection, so it names the service as '*:port' and the peer as 'address:*'. `peer` is the remote
-    address alone. `process` is the owner's comm ("" for sockets no process holds), hostile input.
+    address alone. `process` is the owner's comm ("" for sockets no process holds), hostile input;
+    `namespace`, `pod` and `container` say where it runs (Kubernetes names, "" outside a pod).
     """
 
     kind: Kind
@@ -54,6 +55,14 @@ class Finding:
     peer: str
     age_seconds: float  # how long the condition has held, as far as tcpwatchd has seen
     details: tuple[Detail, ...] = ()
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
+
+    @property
+    def labels(self) -> ProcessLabels:
+        """The per-process series this finding counts in."""
+        return ProcessLabels(self.process, self.namespace, self.pod, self.container)
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -67,8 +76,9 @@ class Finding:
         """One readable line, hostile strings escaped: "close_wait process='nginx' pid=12 ..."."""
         facts = " ".join(f"{d.key}={d.value}" for d in self.details)
         unit = f" unit={self.unit!r}" if self.unit else ""
+        pod = f" pod={self.namespace + '/' + self.pod!r} container={self.container!r}" if self.pod else ""
         return (
-            f"{self.kind} process={self.process!r} pid={self.pid}{unit} peer={self.peer} "
+            f"{self.kind} process={self.process!r} pid={self.pid}{unit}{pod} peer={self.peer} "
             f"age={self.age_seconds:.1f}s socket={self.local} -> {self.remote}"
             + (f" {facts}" if facts else "")
         )
@@ -79,6 +89,9 @@ class Finding:
             "process": self.process,
             "pid": self.pid,
             "unit": self.unit,
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "container": self.container,
             "local": self.local,
             "remote": self.remote,
             "peer": self.peer,
@@ -87,7 +100,7 @@ class Finding:
         }
 
 
-def _nothing() -> Mapping[str, Mapping[str, float]]:
+def _nothing() -> Mapping[str, Mapping[ProcessLabels, float]]:
     return MappingProxyType({})
 
 
@@ -95,16 +108,16 @@ def _nothing() -> Mapping[str, Mapping[str, float]]:
 class Outcome:
     """What one detector found in one poll.
 
-    `counts` has every finding per (kind, process), also those `findings` does not list (see
+    `counts` has every finding per (kind, process labels), also those `findings` does not list (see
     LISTED_PER_PROCESS); `mass_outcome` and `listed_outcome` fill it. `degraded` says why the detector could
     not judge every socket ('' when it could). `values` holds the extra per-process figures the detector
     exports (its registration's `values`): value key -> process -> value, e.g. close_wait's oldest age.
     """
 
     findings: tuple[Finding, ...] = ()
-    counts: Mapping[tuple[Kind, str], int] = field(default_factory=lambda: MappingProxyType({}))
+    counts: Mapping[tuple[Kind, ProcessLabels], int] = field(default_factory=lambda: MappingProxyType({}))
     degraded: str = ""
-    values: Mapping[str, Mapping[str, float]] = field(default_factory=_nothing)
+    values: Mapping[str, Mapping[ProcessLabels, float]] = field(default_factory=_nothing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +154,15 @@ def endpoint(address: str, port: int | str) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def owner_names(tracked: TrackedPoll, rows: Iterable[int]) -> list[str]:
-    """The counted owner's name for each row ("" when no process holds the socket)."""
-    return list(map(row_owner_names(tracked.snapshot).__getitem__, rows))
+def owner_labels(tracked: TrackedPoll, rows: Iterable[int]) -> list[ProcessLabels]:
+    """The series identity of each row's counted owner (`NOBODY` when no process holds the socket)."""
+    return list(map(row_labels(tracked.snapshot).__getitem__, rows))
 
 
-def listed_rows(names: Sequence[str], rows: Sequence[int]) -> list[int]:
+def listed_rows(names: Sequence[ProcessLabels], rows: Sequence[int]) -> list[int]:
     """The first LISTED_PER_PROCESS rows of each process (`names[k]` is the owner of `rows[k]`)."""
     listed: list[int] = []
-    per: dict[str, int] = {}
+    per: dict[ProcessLabels, int] = {}
     full, processes = 0, len(set(names))
     for row, name in zip(rows, names, strict=True):
         n = per.get(name, 0)
@@ -167,7 +180,7 @@ def mass_outcome(
     kind: Kind, tracked: TrackedPoll, rows: Sequence[int], finding: Callable[[int], Finding]
 ) -> Outcome:
     """Count every row under its process; build `finding(row)` only for the rows listed."""
-    names = owner_names(tracked, rows)
+    names = owner_labels(tracked, rows)
     counts = {(kind, name): n for name, n in Counter(names).items()}
     listed = listed_rows(names, rows)
     return Outcome(findings=tuple(finding(row) for row in listed), counts=MappingProxyType(counts))
@@ -178,21 +191,40 @@ def connection_finding(
 ) -> Finding:
     """A finding about one socket, attributed to its counted owner."""
     owner = tracked.owner_of(sock)
+    return owned_finding(
+        kind, owner, sock.local, sock.remote, peer_address(sock.remote_address), age, details
+    )
+
+
+def owned_finding(
+    kind: Kind,
+    owner: Owner | None,
+    local: str,
+    remote: str,
+    peer: str,
+    age: float,
+    details: tuple[Detail, ...] = (),
+) -> Finding:
+    """A finding attributed to `owner` (None: no process holds it), with where the owner runs."""
+    w = owner.workload if owner else NO_WORKLOAD
     return Finding(
         kind=kind,
         process=owner.name if owner else "",
         pid=owner.pid if owner else 0,
         unit=(owner.unit or owner.container) if owner else "",
-        local=sock.local,
-        remote=sock.remote,
-        peer=peer_address(sock.remote_address),
+        local=local,
+        remote=remote,
+        peer=peer,
         age_seconds=max(0.0, age),
         details=details,
+        namespace=w.namespace,
+        pod=w.pod,
+        container=w.container,
     )
 
 
 def listed_outcome(findings: Iterable[Finding], degraded: str = "") -> Outcome:
     """An outcome that lists every finding it counts (detectors whose findings are few by nature)."""
     listed = tuple(findings)
-    counts = Counter((f.kind, f.process) for f in listed)
+    counts = Counter((f.kind, f.labels) for f in listed)
     return Outcome(findings=listed, counts=MappingProxyType(dict(counts)), degraded=degraded)

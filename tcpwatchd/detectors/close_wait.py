@@ -20,10 +20,10 @@ from tcpwatchd.detectors.base import (
     Outcome,
     connection_finding,
     mass_outcome,
-    owner_names,
+    owner_labels,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, register
-from tcpwatchd.model import TcpState
+from tcpwatchd.model import ProcessLabels, TcpState
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.tracker import TrackedPoll
 
@@ -39,8 +39,8 @@ def detect_close_wait(tracked: TrackedPoll, cfg: CloseWaitConfig, ctx: Context) 
     table, now = tracked.snapshot.sockets, tracked.now
     rows = table.rows_in(TcpState.CLOSE_WAIT)
     since = [tracked.track_at(row).state_since for row in rows]
-    oldest: dict[str, float] = {}
-    for name, at in zip(owner_names(tracked, rows), since, strict=True):
+    oldest: dict[ProcessLabels, float] = {}
+    for name, at in zip(owner_labels(tracked, rows), since, strict=True):
         oldest[name] = max(now - at, oldest.get(name, 0.0))
     leaked = [row for row, at in zip(rows, since, strict=True) if now - at >= min_age]
 

@@ -19,7 +19,16 @@ from types import MappingProxyType
 
 from pydantic import Field
 
-from tcpwatchd.detectors.base import Context, Detail, Finding, Kind, Outcome, endpoint, peer_address
+from tcpwatchd.detectors.base import (
+    Context,
+    Detail,
+    Finding,
+    Kind,
+    Outcome,
+    endpoint,
+    owned_finding,
+    peer_address,
+)
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import Owner
 from tcpwatchd.sections import DetectorSettings
@@ -42,8 +51,7 @@ class Burst:
     local_port: int
     count: int
     first_at: float
-    process: str  # the newest opening's owner, "" when none was seen
-    pid: int
+    owner: Owner | None  # the newest opening's owner, None when none was seen
 
 
 def detect_reconnect_storm(tracked: TrackedPoll, cfg: ReconnectStormConfig, ctx: Context) -> Outcome:
@@ -54,7 +62,7 @@ def detect_reconnect_storm(tracked: TrackedPoll, cfg: ReconnectStormConfig, ctx:
         if burst.count >= cfg.min_new_connections:
             findings.append(_finding(tracked, burst, listeners.get(burst.local_port), cfg.window_seconds))
     # The gauge counts storming peers per process; one peer can storm several ports of one process.
-    peers = Counter(process for process, _peer in {(f.process, f.peer) for f in findings})
+    peers = Counter(labels for labels, _peer in {(f.labels, f.peer) for f in findings})
     counts = {(RECONNECT_STORM, process): n for process, n in peers.items()}
     return Outcome(findings=tuple(findings), counts=MappingProxyType(counts))
 
@@ -64,29 +72,26 @@ def _bursts(openings: Iterable[Opened]) -> list[Burst]:
     for o in openings:  # oldest first
         key = (peer_address(o.remote_address), o.local_port)
         prev = bursts.get(key)
-        process, pid = (o.process, o.pid) if o.process or prev is None else (prev.process, prev.pid)
+        owner = o.owner if o.owner or prev is None else prev.owner
         bursts[key] = Burst(
             peer=key[0],
             local_port=o.local_port,
             count=(prev.count if prev else 0) + 1,
             first_at=prev.first_at if prev else o.at,
-            process=process,
-            pid=pid,
+            owner=owner,
         )
     return list(bursts.values())
 
 
 def _finding(tracked: TrackedPoll, burst: Burst, listener: Owner | None, window: float) -> Finding:
-    return Finding(
-        kind=RECONNECT_STORM,
-        process=listener.name if listener else burst.process,
-        pid=listener.pid if listener else burst.pid,
-        unit=(listener.unit or listener.container) if listener else "",
-        local=endpoint("*", burst.local_port),
-        remote=endpoint(burst.peer, "*"),
-        peer=burst.peer,
-        age_seconds=max(0.0, tracked.now - burst.first_at),
-        details=(Detail("new_connections", burst.count), Detail("window_seconds", window)),
+    return owned_finding(
+        RECONNECT_STORM,
+        listener or burst.owner,
+        endpoint("*", burst.local_port),
+        endpoint(burst.peer, "*"),
+        burst.peer,
+        tracked.now - burst.first_at,
+        (Detail("new_connections", burst.count), Detail("window_seconds", window)),
     )
 
 

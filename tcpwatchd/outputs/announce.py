@@ -46,6 +46,8 @@ def journal_fields(f: Finding) -> dict[str, object]:
         fields["MESSAGE_ID"] = spec.message_id  # "a new finding of this kind", for journalctl MESSAGE_ID=
     if f.unit:
         fields["TCPWATCHD_UNIT"] = f.unit
+    if f.pod:
+        fields.update(TCPWATCHD_NAMESPACE=f.namespace, TCPWATCHD_POD=f.pod, TCPWATCHD_CONTAINER=f.container)
     if f.details:
         fields["TCPWATCHD_DETAILS"] = " ".join(f"{d.key}={d.value}" for d in f.details)
     return fields

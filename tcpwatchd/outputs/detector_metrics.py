@@ -13,38 +13,44 @@ from __future__ import annotations
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from tcpwatchd.detectors.registry import registered
+from tcpwatchd.outputs.series import SeriesLabels
 from tcpwatchd.report import Report
 
 
-def detector_metrics(report: Report) -> list[Metric]:
+def detector_metrics(report: Report, series: SeriesLabels | None = None) -> list[Metric]:
     """Every detector metric for one report, in a stable order (registry order)."""
+    series = series or SeriesLabels()
     metrics: list[Metric] = []
     for spec in registered():
         if not report.ran(spec.name):
             continue
-        for value in spec.values:
-            family = GaugeMetricFamily(value.gauge, value.help, labels=["process"])
-            for summary in report.processes:
-                family.add_metric([summary.process], summary.value(value.key))
-            metrics.append(family)
+        for value in spec.values:  # an extra value is a level or an age: merged series take the largest
+            merged = series.merge(((s.labels, s.value(value.key)) for s in report.processes), max)
+            metrics.append(_gauge(value.gauge, value.help, series, merged))
         for kind in spec.kinds:
-            family = GaugeMetricFamily(kind.gauge, kind.help, labels=["process"])
-            for summary in report.processes:
-                family.add_metric([summary.process], float(summary.count(kind.kind)))
-            metrics.append(family)
-    metrics.append(_opened(report))
+            merged = series.merge((s.labels, float(s.count(kind.kind))) for s in report.processes)
+            metrics.append(_gauge(kind.gauge, kind.help, series, merged))
+    metrics.append(_opened(report, series))
     metrics.extend(_detector_health(report))
     return metrics
 
 
-def _opened(report: Report) -> CounterMetricFamily:
+def _gauge(name: str, help: str, series: SeriesLabels, values: dict[tuple[str, ...], float]) -> Metric:
+    family = GaugeMetricFamily(name, help, labels=series.names)
+    for labels, value in values.items():
+        family.add_metric(list(labels), value)
+    return family
+
+
+def _opened(report: Report, series: SeriesLabels) -> CounterMetricFamily:
     family = CounterMetricFamily(
         "tcpwatchd_connections_opened",
         'New connections first seen after tcpwatchd started, by owning process ("" when none held it yet).',
-        labels=["process"],
+        labels=series.names,
     )
-    for process, total in sorted(report.opened_totals.items()):
-        family.add_metric([process], float(total))
+    merged = series.merge((labels, float(n)) for labels, n in report.opened_totals.items())
+    for labels, total in sorted(merged.items()):
+        family.add_metric(list(labels), total)
     return family
 
 

@@ -18,7 +18,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from tcpwatchd import __version__
+from tcpwatchd.model import ProcessLabels
 from tcpwatchd.outputs.detector_metrics import detector_metrics
+from tcpwatchd.outputs.series import SeriesLabels
 from tcpwatchd.outputs.sysctl_metrics import sysctl_metrics
 from tcpwatchd.poller import PollResult
 from tcpwatchd.snapshot import Snapshot
@@ -88,9 +90,12 @@ class LatestPoll:
 
 
 class TcpwatchdCollector(Collector):
-    def __init__(self, latest: LatestPoll, durations: DurationHistogram) -> None:
+    def __init__(
+        self, latest: LatestPoll, durations: DurationHistogram, series: SeriesLabels | None = None
+    ) -> None:
         self._latest = latest
         self._durations = durations
+        self.series = series or SeriesLabels()  # replaced on reload
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -107,7 +112,7 @@ class TcpwatchdCollector(Collector):
         if result is None:
             return
         snap = result.snapshot
-        yield sockets_metric(result)
+        yield sockets_metric(result, self.series)
         yield aborts_metric(snap)
         yield from source_metrics(result)
         yield from attribution_metrics(snap)
@@ -117,20 +122,25 @@ class TcpwatchdCollector(Collector):
                 "Unix time at which the last successful poll ended.",
                 value=last_success,
             )
-        yield from detector_metrics(result.report)
+        yield from detector_metrics(result.report, self.series)
         if result.sysctl is not None:
             yield from sysctl_metrics(result.sysctl)
 
 
-def sockets_metric(result: PollResult) -> GaugeMetricFamily:
+def sockets_metric(result: PollResult, series: SeriesLabels | None = None) -> GaugeMetricFamily:
     """Sockets by state and owning process (the oldest owner of a shared socket; "" when none)."""
+    series = series or SeriesLabels()
     m = GaugeMetricFamily(
         "tcpwatchd_sockets",
         'TCP sockets by state and owning process (process="" for sockets no process holds).',
-        labels=["state", "process"],
+        labels=["state", *series.names],
     )
-    for (state, process), n in sorted(result.socket_counts.items()):
-        m.add_metric([state, process], float(n))
+    by_state: dict[str, list[tuple[ProcessLabels, float]]] = {}
+    for (state, labels), n in result.socket_counts.items():
+        by_state.setdefault(state, []).append((labels, float(n)))
+    for state in sorted(by_state):
+        for values, total in sorted(series.merge(by_state[state]).items()):
+            m.add_metric([state, *values], total)
     return m
 
 

@@ -103,7 +103,8 @@ def test_daemon_lifecycle(ns: NetNS, tmp_path: Path) -> None:
         got = samples(text)  # parsing proves the exposition is valid despite the hostile name
         assert got[("tcpwatchd_build_info", (("version", "0.1.0"),))] == 1
         hostile_comm = HOSTILE.decode("utf-8", errors="backslashreplace")
-        assert got[("tcpwatchd_sockets", (("process", hostile_comm), ("state", "listen")))] == 1
+        no_pod = (("container", ""), ("namespace", ""), ("pod", ""))
+        assert got[("tcpwatchd_sockets", (*no_pod, ("process", hostile_comm), ("state", "listen")))] == 1
         # The daemon's own metrics listener, under the interpreter's name.
         assert any(
             n == "tcpwatchd_sockets"

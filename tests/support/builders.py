@@ -9,6 +9,9 @@ from tcpwatchd.model import Family, Owner, Socket, TcpInfo, TcpState, TimerKind
 from tcpwatchd.snapshot import Snapshot
 from tcpwatchd.table import SocketTable
 
+# The workload labels of a series outside any pod (tcpwatchd_sockets and every per-process family).
+NO_POD = {"namespace": "", "pod": "", "container": ""}
+
 
 def info(**kw: int) -> TcpInfo:
     base = dict(

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from tcpwatchd.model import Socket, TcpState
+from tcpwatchd.model import ProcessLabels, Socket, TcpState
 from tcpwatchd.snapshot import count_by_state_and_process, row_owner_names
 from tcpwatchd.table import Derived, SocketTable
 from tests.support.builders import info, owner, snapshot, sock
@@ -76,7 +76,7 @@ def test_a_changed_owner_is_never_served_stale() -> None:
     second = snapshot(10.0, _base(), {1: owner("new", 1)})
     second.inherit(first.carry())
     assert row_owner_names(second) == ["new", ""]
-    assert count_by_state_and_process(second)[("established", "new")] == 1
+    assert count_by_state_and_process(second)[("established", ProcessLabels("new"))] == 1
 
 
 def test_owners_unchanged_but_sockets_reordered_recomputes() -> None:

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import pytest
 
 from tcpwatchd.detectors.reconnect_storm import RECONNECT_STORM
-from tcpwatchd.model import TcpState
+from tcpwatchd.model import ProcessLabels, TcpState
 from tcpwatchd.report import Report
 from tests.support.builders import owner
 from tests.support.detect_snapshots import Scenario, conn, detect_config, listener
@@ -111,4 +111,4 @@ def test_client_side_connections_from_this_host_are_not_a_storm_on_their_ephemer
         report = sc.report(1 + i, [sock], {sock: client}, CFG)
     assert report is not None
     assert report.of_kind(RECONNECT_STORM) == ()
-    assert report.opened_totals == {"client": 10}
+    assert report.opened_totals == {ProcessLabels("client"): 10}

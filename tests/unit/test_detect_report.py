@@ -21,7 +21,7 @@ from tcpwatchd.model import TcpState, TimerKind
 from tcpwatchd.outputs.detector_metrics import detector_metrics
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.tracker import TrackedPoll
-from tests.support.builders import owner
+from tests.support.builders import NO_POD, owner
 from tests.support.detect_snapshots import Scenario, conn, detect_config, info
 
 DETECTORS = [
@@ -72,17 +72,17 @@ def test_a_disabled_detector_does_not_run_and_emits_no_gauges() -> None:
     assert "close_wait" not in [r.name for r in report.detectors]
     assert report.of_kind(CLOSE_WAIT) == ()
     reg = _registry(report)
-    assert reg.get_sample_value("tcpwatchd_close_wait_leaked_sockets", {"process": "leaky"}) is None
-    assert reg.get_sample_value("tcpwatchd_keepalive_off_connections", {"process": "leaky"}) == 0.0
+    assert reg.get_sample_value("tcpwatchd_close_wait_leaked_sockets", {"process": "leaky", **NO_POD}) is None
+    assert reg.get_sample_value("tcpwatchd_keepalive_off_connections", {"process": "leaky", **NO_POD}) == 0.0
 
 
 def test_gauges_are_per_process_with_zeros_for_processes_with_sockets() -> None:
     reg = _registry(_leak_report())
     get = reg.get_sample_value
-    assert get("tcpwatchd_close_wait_leaked_sockets", {"process": "leaky"}) == 1.0
-    assert get("tcpwatchd_close_wait_oldest_age_seconds", {"process": "leaky"}) == 400.0
-    assert get("tcpwatchd_close_wait_leaked_sockets", {"process": "quiet"}) == 0.0
-    assert get("tcpwatchd_close_wait_oldest_age_seconds", {"process": "quiet"}) == 0.0
+    assert get("tcpwatchd_close_wait_leaked_sockets", {"process": "leaky", **NO_POD}) == 1.0
+    assert get("tcpwatchd_close_wait_oldest_age_seconds", {"process": "leaky", **NO_POD}) == 400.0
+    assert get("tcpwatchd_close_wait_leaked_sockets", {"process": "quiet", **NO_POD}) == 0.0
+    assert get("tcpwatchd_close_wait_oldest_age_seconds", {"process": "quiet", **NO_POD}) == 0.0
     for name in (
         "tcpwatchd_phantom_connections",
         "tcpwatchd_idle_suspect_connections",
@@ -91,7 +91,7 @@ def test_gauges_are_per_process_with_zeros_for_processes_with_sockets() -> None:
         "tcpwatchd_stalled_receive_connections",
         "tcpwatchd_unresponsive_peer_connections",
     ):
-        assert get(name, {"process": "quiet"}) == 0.0, name
+        assert get(name, {"process": "quiet", **NO_POD}) == 0.0, name
     assert get("tcpwatchd_detector_degraded", {"detector": "phantom"}) == 0.0
     assert get("tcpwatchd_detector_success", {"detector": "close_wait"}) == 1.0
 
@@ -105,9 +105,9 @@ def test_a_gauge_returns_to_zero_when_the_condition_ends() -> None:
     closed = sc.report(410, [est], {est: LEAKY})
     gone = sc.report(420, [], {})
     name = "tcpwatchd_close_wait_leaked_sockets"
-    assert _registry(leaking).get_sample_value(name, {"process": "leaky"}) == 1.0
-    assert _registry(closed).get_sample_value(name, {"process": "leaky"}) == 0.0
-    assert _registry(gone).get_sample_value(name, {"process": "leaky"}) is None
+    assert _registry(leaking).get_sample_value(name, {"process": "leaky", **NO_POD}) == 1.0
+    assert _registry(closed).get_sample_value(name, {"process": "leaky", **NO_POD}) == 0.0
+    assert _registry(gone).get_sample_value(name, {"process": "leaky", **NO_POD}) is None
 
 
 def test_connections_opened_total_is_a_counter_per_process() -> None:
@@ -117,8 +117,8 @@ def test_connections_opened_total_is_a_counter_per_process() -> None:
     report = sc.report(10, [a, b], {a: LEAKY, b: QUIET})
     report = sc.report(20, [conn(remote_port=4)], {})
     reg = _registry(report)
-    assert reg.get_sample_value("tcpwatchd_connections_opened_total", {"process": "leaky"}) == 1.0
-    assert reg.get_sample_value("tcpwatchd_connections_opened_total", {"process": ""}) == 1.0
+    assert reg.get_sample_value("tcpwatchd_connections_opened_total", {"process": "leaky", **NO_POD}) == 1.0
+    assert reg.get_sample_value("tcpwatchd_connections_opened_total", {"process": "", **NO_POD}) == 1.0
 
 
 def test_degraded_shows_in_the_metric() -> None:
@@ -149,8 +149,8 @@ def test_a_detector_that_raises_fails_alone_and_its_gauges_are_absent() -> None:
     assert len(report.findings) == 1
     reg = _registry(report)
     assert reg.get_sample_value("tcpwatchd_detector_success", {"detector": "close_wait"}) == 0.0
-    assert reg.get_sample_value("tcpwatchd_close_wait_leaked_sockets", {"process": ""}) is None
-    assert reg.get_sample_value("tcpwatchd_keepalive_off_connections", {"process": "app"}) == 1.0
+    assert reg.get_sample_value("tcpwatchd_close_wait_leaked_sockets", {"process": "", **NO_POD}) is None
+    assert reg.get_sample_value("tcpwatchd_keepalive_off_connections", {"process": "app", **NO_POD}) == 1.0
 
 
 @pytest.mark.parametrize(

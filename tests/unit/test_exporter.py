@@ -15,7 +15,7 @@ from tcpwatchd.report import build_report
 from tcpwatchd.snapshot import Snapshot, count_by_state_and_process
 from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import Tracker
-from tests.support.builders import owner, sock
+from tests.support.builders import NO_POD, owner, sock
 
 HOSTILE = 'we"ird\\name\nx\\xff'
 
@@ -56,10 +56,10 @@ def test_exposition_is_valid_with_hostile_names_and_counts_match() -> None:
     families = {f.name: f for f in text_string_to_metric_families(text)}  # raises on invalid text
     assert "tcpwatchd_sockets" in families
     get = registry.get_sample_value
-    assert get("tcpwatchd_sockets", {"state": "listen", "process": HOSTILE}) == 1
-    assert get("tcpwatchd_sockets", {"state": "established", "process": HOSTILE}) == 1
-    assert get("tcpwatchd_sockets", {"state": "close_wait", "process": "api"}) == 1
-    assert get("tcpwatchd_sockets", {"state": "time_wait", "process": ""}) == 1
+    assert get("tcpwatchd_sockets", {"state": "listen", "process": HOSTILE, **NO_POD}) == 1
+    assert get("tcpwatchd_sockets", {"state": "established", "process": HOSTILE, **NO_POD}) == 1
+    assert get("tcpwatchd_sockets", {"state": "close_wait", "process": "api", **NO_POD}) == 1
+    assert get("tcpwatchd_sockets", {"state": "time_wait", "process": "", **NO_POD}) == 1
     assert get("tcpwatchd_kernel_tcp_aborts_total", {"reason": "on_close"}) == 7
     assert get("tcpwatchd_kernel_tcp_aborts_total", {"reason": "on_data"}) == 2
     assert get("tcpwatchd_kernel_tcp_aborts_total", {"reason": "on_memory"}) is None  # absent on this kernel
@@ -82,4 +82,6 @@ def test_a_failed_poll_keeps_the_last_success_timestamp() -> None:
 def test_before_the_first_poll_only_build_info_and_durations() -> None:
     registry = _registry(LatestPoll(), DurationHistogram())
     assert registry.get_sample_value("tcpwatchd_build_info", {"version": "0.1.0"}) == 1
-    assert registry.get_sample_value("tcpwatchd_sockets", {"state": "listen", "process": ""}) is None
+    assert (
+        registry.get_sample_value("tcpwatchd_sockets", {"state": "listen", "process": "", **NO_POD}) is None
+    )

@@ -18,14 +18,14 @@ from tcpwatchd.config import ConfigError, config_model, parse_config
 from tcpwatchd.detectors import Context, DetectorSpec, Kind, KindSpec, Outcome, ValueGauge, register
 from tcpwatchd.detectors.base import Finding, connection_finding, mass_outcome
 from tcpwatchd.detectors.registry import detector_of, registered, unregister
-from tcpwatchd.model import TcpState
+from tcpwatchd.model import ProcessLabels, TcpState
 from tcpwatchd.outputs.announce import message_ids
 from tcpwatchd.outputs.detector_metrics import detector_metrics
 from tcpwatchd.poller import _history_seconds
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.tracker import TrackedPoll
-from tests.support.builders import owner
+from tests.support.builders import NO_POD, owner
 from tests.support.detect_snapshots import Scenario, conn
 
 TOY = Kind("toy_listener")
@@ -42,9 +42,9 @@ def detect_toy(tracked: TrackedPoll, cfg: ToyConfig, ctx: Context) -> Outcome:
     ports = table.column("local_port")
     rows = [r for r in table.rows_in(TcpState.LISTEN) if ports[r] >= cfg.min_port]
     outcome = mass_outcome(TOY, tracked, rows, lambda r: _finding(tracked, r))
-    highest: dict[str, float] = {}
-    for finding in outcome.findings:
-        highest[finding.process] = max(highest.get(finding.process, 0.0), float(finding.local.split(":")[1]))
+    highest: dict[ProcessLabels, float] = {}
+    for f in outcome.findings:
+        highest[f.labels] = max(highest.get(f.labels, 0.0), float(f.local.split(":")[1]))
     return Outcome(outcome.findings, outcome.counts, values=MappingProxyType({"highest_port": highest}))
 
 
@@ -100,9 +100,9 @@ def test_a_registered_toy_detector_gets_its_section_gauges_and_journal_id(
     report = Scenario().report(0, [high_l, low_l], {high_l: app, low_l: low}, cfg.detect)
     reg = CollectorRegistry()
     reg.register(_Collect(report))
-    assert reg.get_sample_value("tcpwatchd_toy_listeners", {"process": "app"}) == 1.0
-    assert reg.get_sample_value("tcpwatchd_toy_listeners", {"process": "low"}) == 0.0
-    assert reg.get_sample_value("tcpwatchd_toy_highest_port", {"process": "app"}) == 8080.0
+    assert reg.get_sample_value("tcpwatchd_toy_listeners", {"process": "app", **NO_POD}) == 1.0
+    assert reg.get_sample_value("tcpwatchd_toy_listeners", {"process": "low", **NO_POD}) == 0.0
+    assert reg.get_sample_value("tcpwatchd_toy_highest_port", {"process": "app", **NO_POD}) == 8080.0
     assert [f.kind for f in report.findings if f.kind == TOY] == [TOY]
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tcpwatchd.model import Socket, TcpState
+from tcpwatchd.model import ProcessLabels, Socket, TcpState
 from tcpwatchd.tracker import Tracker, connection_key
 from tests.support.builders import owner, snapshot, sock
 
@@ -29,7 +29,7 @@ def test_new_connection_after_start_is_opened_and_counted_per_process() -> None:
     assert [(o.remote_address, o.local_port, o.process, o.pid) for o in view.opened] == [
         ("198.18.0.2", 80, "api", 42)
     ]
-    assert view.opened_totals == {"api": 1}
+    assert view.opened_totals == {ProcessLabels("api"): 1}
     track = view.track_of(new)
     assert not track.preexisting and track.first_seen == 10.0 and track.first_seen_poll == 2
 
@@ -112,7 +112,7 @@ def test_unowned_opening_counts_under_the_listener_of_its_port() -> None:
     client = sock(EST, local=("127.0.0.1", 41000), remote=("127.0.0.1", 9999), inode=0)
     view = t.update(snapshot(10.0, [listen, pending, client], {5: owner("api", 7)}))
     assert sorted((o.process, o.pid) for o in view.opened) == [("", 0), ("api", 7)]
-    assert view.opened_totals == {"api": 1, "": 1}
+    assert view.opened_totals == {ProcessLabels("api"): 1, ProcessLabels(""): 1}
 
 
 def _cookie_sock(cookie: int, state: TcpState = EST, remote_port: int = 40000, inode: int = 9) -> Socket:
@@ -142,5 +142,5 @@ def test_an_accepted_handshake_continues_the_request_sockets_track() -> None:
     t.update(snapshot(10.0, [_cookie_sock(7, TcpState.SYN_RECV, inode=0)]))
     view = t.update(snapshot(20.0, [_cookie_sock(8, EST, inode=12)]))
     assert view.opened == ()
-    assert view.opened_totals == {"": 1}
+    assert view.opened_totals == {ProcessLabels(""): 1}
     assert view.tracks[8].first_seen == 10.0 and view.tracks[8].state_since == 20.0
