@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -29,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     snap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     snap.add_argument(
         "--interval",
-        type=float,
+        type=_interval,
         default=0.0,
         metavar="SECONDS",
         help="poll twice, this many seconds apart, so that ages and new connections show (default: once)",
@@ -45,6 +46,22 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file; every error with its field")
     check.add_argument("file")
     return p
+
+
+MAX_INTERVAL_SECONDS = 3600.0
+
+
+def _interval(text: str) -> float:
+    """A finite number of seconds in (0, 3600]: `inf` or `nan` would sleep forever or make no sense."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_INTERVAL_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_INTERVAL_SECONDS:g}: {text!r}"
+        )
+    return value
 
 
 def _load(path: str | None) -> Config | None:
