@@ -72,11 +72,25 @@ def _load(path: str | None) -> Config | None:
         return None
 
 
+def _web_config_ok(cfg: Config) -> bool:
+    """The web config the file names is checked too (`systemctl reload` runs check-config first)."""
+    if not cfg.exporter.web_config_file:
+        return True
+    from tcpwatchd.web.endpoint import WebSetup
+
+    try:
+        WebSetup.load(cfg.exporter.web_config_file)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         cfg = _load(args.file)
-        if cfg is None:
+        if cfg is None or not _web_config_ok(cfg):
             return 1
         print(f"{args.file}: ok")
         return EXIT_OK
