@@ -202,3 +202,33 @@ def test_a_hostile_config_on_sighup_is_refused_and_the_daemon_goes_on(tmp_path: 
             assert "reload refused" in err and "Traceback" not in err
         finally:
             stop(daemon)
+
+
+def test_a_poll_that_cannot_start_its_thread_fails_alone_and_is_counted(tmp_path: Path) -> None:
+    """pids.max at the daemon's own task count: the poll's sock_diag helper thread cannot start
+    (RuntimeError). The poll fails, is counted, the daemon and its listener go on; polls resume after."""
+    reason = why_no_pids_cgroup()
+    if reason:
+        pytest.fail(reason) if os.environ.get("CI") == "true" else pytest.skip(reason)
+    errors = ("tcpwatchd_poll_errors_total", (("stage", "poll"),))
+    cfg = config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("[daemon]\n", '[daemon]\nsource = "sockdiag"\n'))
+    with NetNS() as ns, PidsLimit(4096) as limit:
+        daemon = start(ns, cfg)
+        limit.add(daemon.pid)
+        try:
+            wait_until(lambda: _serves(ns), timeout=30, what="metrics")
+            assert samples(scrape(ns))[errors] == 0
+            (limit.path / "pids.max").write_text((limit.path / "pids.current").read_text().strip())
+            wait_until(lambda: samples(scrape(ns))[errors] >= 3, timeout=15, what="failed polls counted")
+            assert daemon.poll() is None
+            (limit.path / "pids.max").write_text("max")
+            before = last_poll(ns)
+            wait_until(lambda: last_poll(ns) > before, timeout=15, what="polls to resume")
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=15) == 0
+            err = daemon.stderr.read() if daemon.stderr else ""
+            assert err.count("poll failed (poll): RuntimeError") == 1  # once per streak
+            assert "polls work again after" in err and "Traceback" not in err
+        finally:
+            stop(daemon)
