@@ -34,7 +34,8 @@ def threads(pid: int) -> int:
 
 
 def last_poll(ns: NetNS) -> float:
-    return samples(scrape(ns))[("tcpwatchd_last_poll_timestamp_seconds", ())]
+    """End of the last successful poll (0 before the first one)."""
+    return samples(scrape(ns)).get(("tcpwatchd_last_poll_timestamp_seconds", ()), 0.0)
 
 
 def test_slow_clients_under_a_pids_limit_neither_crash_nor_blind_the_daemon(tmp_path: Path) -> None:
@@ -44,7 +45,7 @@ def test_slow_clients_under_a_pids_limit_neither_crash_nor_blind_the_daemon(tmp_
     with NetNS() as ns, PidsLimit(64) as limit:
         daemon = start(ns, config(tmp_path))
         limit.add(daemon.pid)
-        wait_until(lambda: _serves(ns), timeout=30, what="metrics")
+        wait_until(lambda: _serves(ns) and last_poll(ns) > 0, timeout=30, what="a first poll")
         attack = ns.python(str(REPO / "tests/support/slow_clients.py"), str(PORT), "600", "60")
         try:
             assert "uid=65534" in wait_line(attack, "READY", timeout=60)
