@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -29,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     snap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     snap.add_argument(
         "--interval",
-        type=float,
+        type=_interval,
         default=0.0,
         metavar="SECONDS",
         help="poll twice, this many seconds apart, so that ages and new connections show (default: once)",
@@ -47,6 +48,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_INTERVAL_SECONDS = 3600.0
+
+
+def _interval(text: str) -> float:
+    """A finite number of seconds in (0, 3600]: `inf` or `nan` would sleep forever or make no sense."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_INTERVAL_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_INTERVAL_SECONDS:g}: {text!r}"
+        )
+    return value
+
+
 def _load(path: str | None) -> Config | None:
     try:
         return load_config(path)
@@ -55,11 +72,25 @@ def _load(path: str | None) -> Config | None:
         return None
 
 
+def _web_config_ok(cfg: Config) -> bool:
+    """The web config the file names is checked too (`systemctl reload` runs check-config first)."""
+    if not cfg.exporter.web_config_file:
+        return True
+    from tcpwatchd.web.endpoint import WebSetup
+
+    try:
+        WebSetup.load(cfg.exporter.web_config_file)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         cfg = _load(args.file)
-        if cfg is None:
+        if cfg is None or not _web_config_ok(cfg):
             return 1
         print(f"{args.file}: ok")
         return EXIT_OK

@@ -13,12 +13,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, StrictInt, ValidationError, create_model, field_validator
 
 from tcpwatchd.detectors.registry import generation, registered
+from tcpwatchd.saferead import MAX_CONFIG_BYTES, FileRefused, read_regular_file
 from tcpwatchd.sections import DetectSections, Section
 
 
@@ -49,6 +51,12 @@ class DaemonConfig(Section):
 class ExporterConfig(Section):
     listen_address: str = "127.0.0.1"
     port: int = Field(9814, ge=1, le=65535)
+    web_config_file: str = Field(
+        "", description="exporter-toolkit web config (TLS, client certificates, basic auth); '': plain HTTP."
+    )
+    max_process_label_values: int = Field(
+        1000, ge=1, description="Distinct `process` values exported per metric; the rest are aggregated."
+    )
 
     @field_validator("listen_address")
     @classmethod
@@ -121,12 +129,21 @@ def default_config() -> Config:
     return config_model()()
 
 
+MAX_NESTING = 16  # the schema is 4 levels deep; anything far deeper is an attack or an accident
+
+
 def parse_config(text: str, source: str = "<string>") -> Config:
     """Parse and validate TOML text; raises ConfigError listing every problem."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, [f"larger than {MAX_CONFIG_BYTES} bytes"])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, [f"TOML syntax: {e}"]) from None
+    except RecursionError:  # tomllib recurses per nested array or inline table
+        raise ConfigError(source, [f"nested deeper than {MAX_NESTING} levels"]) from None
+    if _depth_exceeds(data, MAX_NESTING):
+        raise ConfigError(source, [f"nested deeper than {MAX_NESTING} levels"])
     try:
         return config_model().model_validate(data)
     except ValidationError as e:
@@ -134,14 +151,35 @@ def parse_config(text: str, source: str = "<string>") -> Config:
 
 
 def load_config(path: str | Path | None) -> Config:
-    """Read `path` (None means the embedded default) and validate it whole."""
+    """Read `path` (None means the embedded default) and validate it whole.
+
+    A FIFO, a device, a directory or a file over 1 MiB is refused before reading (see saferead).
+    """
     if path is None:
         return default_config()
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_regular_file(path).decode("utf-8")
+    except (OSError, UnicodeDecodeError, FileRefused) as e:
         raise ConfigError(str(path), [f"cannot read: {e}"]) from None
     return parse_config(text, str(path))
+
+
+def _depth_exceeds(data: object, limit: int) -> bool:
+    """Whether lists/dicts nest deeper than `limit`, without recursion (repr and pydantic would recurse)."""
+    stack: list[tuple[object, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in _children(item))
+    return False
+
+
+def _children(item: object) -> Iterator[object]:
+    if isinstance(item, dict):
+        yield from item.values()
+    elif isinstance(item, list):
+        yield from item
 
 
 def _describe(err: object) -> str:

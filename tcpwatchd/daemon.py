@@ -13,21 +13,24 @@ import select
 import signal
 import time
 from types import FrameType
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector
 
-from tcpwatchd.config import Config, ConfigError, ExporterConfig, load_config
+from tcpwatchd.config import Config, ConfigError, load_config
 from tcpwatchd.logs import setup_logging
 from tcpwatchd.outputs.announce import Announcer
 from tcpwatchd.outputs.prometheus import DurationHistogram, LatestPoll, TcpwatchdCollector
 from tcpwatchd.poller import Poller, PollResult
+from tcpwatchd.pollerrors import PollErrors
 from tcpwatchd.sdnotify import Notifier
+from tcpwatchd.web.endpoint import MetricsEndpoint
+from tcpwatchd.web.endpoint import hostport as _hostport
 
 log = logging.getLogger("tcpwatchd")
 
 EXIT_OK = 0
 EXIT_STARTUP = 1
+EXIT_CONFIG = 2
 
 
 class _Signals:
@@ -67,42 +70,6 @@ class _Signals:
             os.write(self._w, b"!")
 
 
-class _MetricsServer:
-    """The /metrics endpoint; rebinds on reload when the address or port changes."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-        self._server: WSGIServer | None = None
-        self.bound: ExporterConfig | None = None
-
-    def bind(self, cfg: ExporterConfig) -> None:
-        server, _thread = start_http_server(cfg.port, addr=cfg.listen_address, registry=self._registry)
-        self._server, self.bound = server, cfg
-        log.info("serving metrics on http://%s/metrics", _hostport(cfg))
-
-    def rebind(self, cfg: ExporterConfig) -> None:
-        """Move to a new address; on failure the old one is bound again and the error raised."""
-        old = self.bound
-        self.close()
-        try:
-            self.bind(cfg)
-        except OSError:
-            if old is not None:
-                self.bind(old)
-            raise
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-def _hostport(cfg: ExporterConfig) -> str:
-    host = f"[{cfg.listen_address}]" if ":" in cfg.listen_address else cfg.listen_address
-    return f"{host}:{cfg.port}"
-
-
 class Daemon:
     def __init__(self, cfg: Config, config_path: str | None) -> None:
         self._cfg = cfg
@@ -114,7 +81,9 @@ class Daemon:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(TcpwatchdCollector(self._latest, self._durations))
         registry.register(ProcessCollector(registry=None))
-        self._server = _MetricsServer(registry)
+        self._poll_errors = PollErrors()
+        registry.register(self._poll_errors)
+        self._server = MetricsEndpoint(registry)
         self._poller = Poller(cfg)
         self._announcer = Announcer()
 
@@ -122,8 +91,13 @@ class Daemon:
         self._signals.install()
         try:
             self._server.bind(self._cfg.exporter)
+        except ConfigError as e:
+            log.error("invalid web config: %s", e)
+            self._server.close()
+            return EXIT_CONFIG
         except OSError as e:
             log.error("cannot serve metrics on %s: %s", _hostport(self._cfg.exporter), e)
+            self._server.close()
             return EXIT_STARTUP
         try:
             self._poll()
@@ -160,8 +134,17 @@ class Daemon:
         return wait
 
     def _poll(self) -> None:
-        result: PollResult = self._poller.poll()
-        self._announcer.announce(result.report)
+        """One poll; whatever it raises (RuntimeError: no thread; MemoryError) fails this poll only."""
+        try:
+            result: PollResult = self._poller.poll()
+        except Exception as e:
+            self._poll_errors.failed("poll", e)
+            return
+        self._poll_errors.succeeded()
+        try:
+            self._announcer.announce(result.report)
+        except Exception as e:  # a log sink that raises must not stop the metrics
+            self._poll_errors.failed("announce", e)
         self._durations.observe(result.duration_seconds)
         self._latest.publish(result.retained())
 
@@ -175,13 +158,16 @@ class Daemon:
             log.error("reload refused, keeping the running config: %s", e)
             self._notifier.send("READY=1")
             return False
-        if cfg.exporter != self._cfg.exporter:
-            try:
-                self._server.rebind(cfg.exporter)
-            except OSError as e:
-                log.error("reload refused: cannot serve metrics on %s: %s", _hostport(cfg.exporter), e)
-                self._notifier.send("READY=1")
-                return False
+        try:
+            self._server.rebind(cfg.exporter)  # always: the web config file may have changed alone
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config: invalid web config: %s", e)
+            self._notifier.send("READY=1")
+            return False
+        except OSError as e:
+            log.error("reload refused: cannot serve metrics on %s: %s", _hostport(cfg.exporter), e)
+            self._notifier.send("READY=1")
+            return False
         self._cfg = cfg
         self._poller.reconfigure(cfg)
         setup_logging(cfg.daemon.log_level)

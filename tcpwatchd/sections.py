@@ -11,9 +11,12 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Section(BaseModel):
-    """A config table: a typo is an error ("unknown key"), never a silently ignored setting."""
+    """A config table: a typo is an error ("unknown key"), never a silently ignored setting.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    Strict: a bool is never an int or a float (`port = true` would listen on port 1), a string is never a
+    number. A TOML int is still accepted for a float field (pydantic's strict float takes an int)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DetectorSettings(Section):
