@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from tcpwatchd.top.text import fit
+from tcpwatchd.top.text import fit, width_of
 
 T = TypeVar("T")
 
@@ -46,12 +46,17 @@ def choose(columns: Sequence[Column[T]], width: int) -> list[tuple[Column[T], in
 def line(chosen: Sequence[tuple[Column[T], int]], item: T, width: int, ascii_only: bool) -> str:
     """One table row exactly `width` columns wide, every cell sanitized."""
     cells = [fit(c.cell(item), w, right=c.right and not c.flex, ascii_only=ascii_only) for c, w in chosen]
-    return fit(" ".join(cells), width, ascii_only=ascii_only) if cells else " " * max(width, 0)
+    return _join(cells, width)
 
 
 def header_line(chosen: Sequence[tuple[Column[T], int]], width: int) -> str:
-    cells = [fit(c.header, w, right=c.right and not c.flex) for c, w in chosen]
-    return fit(" ".join(cells), width)
+    return _join([fit(c.header, w, right=c.right and not c.flex) for c, w in chosen], width)
+
+
+def _join(cells: list[str], width: int) -> str:
+    """Cells already safe and of their exact widths (`choose` made them fit): joined, padded, never re-escaped."""
+    text = " ".join(cells)
+    return text + " " * max(width - width_of(text), 0)
 
 
 def count(n: int) -> str:

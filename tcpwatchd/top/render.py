@@ -89,8 +89,9 @@ def finding_columns(findings: Sequence[Finding]) -> list[Column[Finding]]:
     return [
         Column("KIND", kind_w, 0, lambda f: f.kind, right=False),
         Column("AGE", 6, 1, lambda f: age(f.age_seconds)),
-        Column("PEER", 22, 2, lambda f: f.remote or f.peer, right=False),
-        Column("LOCAL", 22, 3, lambda f: f.local, right=False),
+        # 21 columns hold any IPv4 address:port; an IPv6 one is cut with a visible mark.
+        Column("PEER", 21, 2, lambda f: f.remote or f.peer, right=False),
+        Column("LOCAL", 21, 3, lambda f: f.local, right=False),
         Column("PID", 7, 6, lambda f: str(f.pid) if f.pid else "-"),
         Column("RULE", 12, 5, lambda f: f.rule or "-", right=False),
         Column("DETAILS", 0, 4, details_text, right=False, flex=True),
@@ -243,7 +244,7 @@ def render_detail(inp: Inputs, width: int, height: int) -> list[Line]:
         body = [Line(fit("loading findings…" if not inp.ascii_only else "loading findings...", width))]
     elif not findings:
         body = [Line(fit("(no findings listed for it on this page)", width))]
-    status = _status(inp) if inp.status.error else Line(f"{first + 1}-{first + len(body)} of {len(findings)}")
+    status = _status(inp) if inp.status.error else Line(f"findings {first + 1}-{first + len(body)} of {len(findings)} listed")
     top = [
         Line(fit(_detail_title(inp), width, ascii_only=inp.ascii_only), Style.TITLE),
         _fitted(status, width, inp.ascii_only),
