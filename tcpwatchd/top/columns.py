@@ -54,7 +54,7 @@ def header_line(chosen: Sequence[tuple[Column[T], int]], width: int) -> str:
 
 
 def _join(cells: list[str], width: int) -> str:
-    """Cells already safe and of their exact widths (`choose` made them fit): joined, padded, never re-escaped."""
+    """Cells already safe and of their exact widths: joined and padded, never escaped twice."""
     text = " ".join(cells)
     return text + " " * max(width - width_of(text), 0)
 

@@ -13,6 +13,7 @@ from tcpwatchd.config import Config
 from tcpwatchd.top.fetcher import Fetcher
 from tcpwatchd.top.render import Inputs, Status, render_plain
 from tcpwatchd.top.source import (
+    API_PATH,
     PASSWORD_ENV,
     DocumentSource,
     HttpSource,
@@ -95,7 +96,7 @@ def top_command(
     except SourceError as e:
         print(f"tcpwatchd top: {e}", file=err)
         return EXIT_USAGE
-    label = "local poll" if local else getattr(source, "url", "")
+    label = "local poll" if local else getattr(source, "url", "").removesuffix(API_PATH)
     if wants_plain(out):
         return plain_frame(source, label, out, err)
     locale.setlocale(locale.LC_ALL, "")  # curses draws UTF-8 only under a UTF-8 locale

@@ -157,8 +157,8 @@ def _status(inp: Inputs) -> Line:
     return Line("  ".join(parts))
 
 
-def _layout(top: list[Line], body: list[Line], footer: Line, height: int) -> list[Line]:
-    """Title, status, header, body, footer; short screens drop the footer, then the title, then the header."""
+def _layout(top: list[Line], body: list[Line], footer: Line, width: int, height: int) -> list[Line]:
+    """Title, status, header, body, footer last; short screens drop the footer, the title, the header."""
     bottom = [footer]
     while len(top) + len(bottom) + 1 > height and (bottom or len(top) > 1):
         if bottom:
@@ -166,7 +166,8 @@ def _layout(top: list[Line], body: list[Line], footer: Line, height: int) -> lis
         else:
             top.pop(0 if top[0].style is Style.TITLE else 1)
     space = max(height - len(top) - len(bottom), 0)
-    return [*top, *body[:space], *bottom][: max(height, 0)]
+    blank = [Line(" " * width)] * max(space - len(body), 0) if bottom else []
+    return [*top, *body[:space], *blank, *bottom][: max(height, 0)]
 
 
 def body_space(height: int) -> int:
@@ -200,7 +201,7 @@ def render_list(inp: Inputs, width: int, height: int) -> list[Line]:
         _fitted(_status(inp), width, inp.ascii_only),
         Line(header_line(chosen, width), Style.HEADER),
     ]
-    return _layout(top, body, Line(fit(LIST_KEYS, width), Style.FOOTER), height)
+    return _layout(top, body, Line(fit(LIST_KEYS, width), Style.FOOTER), width, height)
 
 
 def _fitted(ln: Line, width: int, ascii_only: bool) -> Line:
@@ -244,13 +245,17 @@ def render_detail(inp: Inputs, width: int, height: int) -> list[Line]:
         body = [Line(fit("loading findings…" if not inp.ascii_only else "loading findings...", width))]
     elif not findings:
         body = [Line(fit("(no findings listed for it on this page)", width))]
-    status = _status(inp) if inp.status.error else Line(f"findings {first + 1}-{first + len(body)} of {len(findings)} listed")
+    status = (
+        _status(inp)
+        if inp.status.error
+        else Line(f"findings {first + 1}-{first + len(body)} of {len(findings)} listed")
+    )
     top = [
         Line(fit(_detail_title(inp), width, ascii_only=inp.ascii_only), Style.TITLE),
         _fitted(status, width, inp.ascii_only),
         Line(header_line(chosen, width), Style.HEADER),
     ]
-    return _layout(top, body, Line(fit(DETAIL_KEYS, width), Style.FOOTER), height)
+    return _layout(top, body, Line(fit(DETAIL_KEYS, width), Style.FOOTER), width, height)
 
 
 def render(inp: Inputs, width: int, height: int) -> list[Line]:
