@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from tcpwatchd.top.text import fit, width_of
+from tcpwatchd.top.text import cut, fit, width_of
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ def header_line(chosen: Sequence[tuple[Column[T], int]], width: int) -> str:
 
 def _join(cells: list[str], width: int) -> str:
     """Cells already safe and of their exact widths: joined and padded, never escaped twice."""
-    text = " ".join(cells)
+    text = cut(" ".join(cells), width)  # a screen narrower than the name column's minimum
     return text + " " * max(width - width_of(text), 0)
 
 

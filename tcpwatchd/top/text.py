@@ -96,6 +96,18 @@ def width_of(safe: str) -> int:
     return sum(char_width(ch) for ch in safe)
 
 
+def cut(safe: str, width: int) -> str:
+    """An already-safe string cut to at most `width` columns (no escaping: `clean` did it)."""
+    out, used = [], 0
+    for ch in safe:
+        w = char_width(ch)
+        if used + w > width:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out)
+
+
 def fit(text: str, width: int, right: bool = False, ascii_only: bool = False) -> str:
     """`text` cleaned and padded to exactly `width` columns (right-aligned for numbers)."""
     safe = clean(text, width, ascii_only)
