@@ -123,18 +123,25 @@ def run(win: curses.window, screen: Screen) -> int:
     win.timeout(TICK_MS)
     attrs = _attrs()
     screen.fetcher.want(screen.queries(), now=True)
+    dirty = True
     while True:
         while True:
             try:
                 screen.apply(screen.fetcher.results.get_nowait())
+                dirty = True
             except queue.Empty:
                 break
         height, width = win.getmaxyx()
-        _draw(win, render(screen.frame(), width, height), attrs)
+        # Redraw on a change only (a sort of 5,000 rows costs ~15 ms), but each tick while the
+        # "retrying in Ns" countdown shows.
+        if dirty or screen.error:
+            _draw(win, render(screen.frame(), width, height), attrs)
+            dirty = False
         try:
             key = win.get_wch()
         except curses.error:
             continue  # no key within TICK_MS
+        dirty = True
         name = key_name(key)
         if name and name != "resize" and not screen.key(name, height):
             return 0
