@@ -12,8 +12,8 @@ want_test=0
 pkgs=(python3 python3-venv python3-dev gcc pkg-config libsystemd-dev iproute2 curl)
 if (( want_test )); then
     # promtool + a real Prometheus for the alert-rule tests, node_exporter for the benchmark,
-    # systemd-analyze for the unit-file tests.
-    pkgs+=(prometheus prometheus-node-exporter systemd)
+    # systemd-analyze for the unit-file tests, tmux for the `top` terminal tests.
+    pkgs+=(prometheus prometheus-node-exporter systemd tmux)
 fi
 
 missing=()

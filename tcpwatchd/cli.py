@@ -1,4 +1,4 @@
-"""Command line: `tcpwatchd run | snapshot | audit | check-config`, `tcpwatchd --version`."""
+"""Command line: `tcpwatchd run | snapshot | top | audit | check-config`, `tcpwatchd --version`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         help="poll twice, this many seconds apart, so that ages and new connections show (default: once)",
     )
 
+    _top_parser(sub)
+
     audit = sub.add_parser(
         "audit", help="audit the TCP sysctls against the config (exit 0 ok, 1 drift, 2 error)"
     )
@@ -62,6 +64,27 @@ def _interval(text: str) -> float:
             f"must be more than 0 and at most {MAX_INTERVAL_SECONDS:g}: {text!r}"
         )
     return value
+
+
+def _top_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    top = sub.add_parser("top", help="live view of processes sorted by trouble (reads the daemon's API)")
+    top.add_argument("-c", "--config", help="TOML config file: its [exporter] address is the daemon's")
+    where = top.add_mutually_exclusive_group()
+    where.add_argument("--url", help="the daemon's address (default: from the config, http://127.0.0.1:9814)")
+    where.add_argument(
+        "--local", action="store_true", help="poll in this process instead of reading a daemon"
+    )
+    top.add_argument(
+        "--interval",
+        type=_interval,
+        default=0.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default: each of the daemon's polls)",
+    )
+    top.add_argument(
+        "--user", default="", help="basic-auth user; the password is read from TCPWATCHD_PASSWORD"
+    )
+    top.add_argument("--ca-file", default="", metavar="FILE", help="CA bundle to verify an https daemon")
 
 
 def _load(path: str | None) -> Config | None:
@@ -105,6 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tcpwatchd.snapshot_cli import snapshot_command
 
         return snapshot_command(cfg, as_json=args.json, interval=args.interval)
+    if args.command == "top":
+        from tcpwatchd.top.command import top_command
+
+        return top_command(
+            cfg, url=args.url, local=args.local, interval=args.interval, user=args.user, ca_file=args.ca_file
+        )
     if args.command == "audit":
         from tcpwatchd.sysctl.cli import audit_command
 
