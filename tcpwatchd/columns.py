@@ -41,13 +41,14 @@ Column = Literal[
     "probes",
     "bytes_received",
     "bytes_acked",
+    "netns",
 ]
 COLUMNS: frozenset[str] = frozenset(get_args(Column))
 STRUCTURE: tuple[Column, ...] = ("key", "state", "inode", "timer")
 # Not connections: they share local addresses (so their identity carries the inode), and one first
 # seen after start is not an opening.
 UNCONNECTED = frozenset({TcpState.LISTEN, TcpState.CLOSE})
-ConnKey = tuple[int, str, int, str, int, int]
+ConnKey = tuple[int, int, str, int, str, int, int]
 
 
 class Part(Protocol):
@@ -59,13 +60,22 @@ class Part(Protocol):
 
 
 def object_key(sock: Socket) -> Key:
-    """The cookie when the source gave one; else the 4-tuple (+ inode for LISTEN/CLOSE sockets)."""
+    """The cookie when the source gave one (the kernel's cookie counter is global, so cookies are unique
+    across namespaces); else the namespace and 4-tuple (+ inode for LISTEN/CLOSE sockets)."""
     return sock.cookie if sock.cookie is not None else four_tuple(sock)
 
 
 def four_tuple(sock: Socket) -> ConnKey:
     inode = sock.inode if sock.state in UNCONNECTED else 0
-    return (sock.family, sock.local_address, sock.local_port, sock.remote_address, sock.remote_port, inode)
+    return (
+        sock.netns,
+        sock.family,
+        sock.local_address,
+        sock.local_port,
+        sock.remote_address,
+        sock.remote_port,
+        inode,
+    )
 
 
 _OBJECT_COLUMNS: dict[Column, Callable[[Socket], Any]] = {
@@ -89,6 +99,7 @@ _OBJECT_COLUMNS: dict[Column, Callable[[Socket], Any]] = {
     "probes": lambda s: s.tcp_info.probes if s.tcp_info else -1,
     "bytes_received": lambda s: s.tcp_info.bytes_received if s.tcp_info else -1,
     "bytes_acked": lambda s: s.tcp_info.bytes_acked if s.tcp_info else -1,
+    "netns": lambda s: s.netns,
 }
 
 

@@ -142,6 +142,10 @@ class Socket:
     retrans: int  # idiag_retrans / /proc `retrnsmt`: RTO retransmits, or probes for the probe timers
     cookie: int | None = None
     tcp_info: TcpInfo | None = None
+    # Which network namespace's table it came from: 0 for the one tcpwatchd runs in, else the id the
+    # namespace source gave the namespace (unique per namespace's lifetime: an inode reused by a new
+    # namespace gets a new id). Two namespaces can hold identical 4-tuples (each has its own 127.0.0.1).
+    netns: int = 0
 
     @property
     def local(self) -> str:

@@ -118,6 +118,8 @@ class RawPart:
             return self._address(24 if name == "local_address" else 40)
         if name == "key":
             return self._u64(60)  # idiag_cookie[2]
+        if name == "netns":  # a dump of the namespace tcpwatchd runs in (see model.Socket.netns)
+            return [0] * self.count
         if name == "retransmits" and self.info_at < 0:
             return list(map(header_retransmits, self._u8(19), self._u8(18)))
         return self._tcp_info(name)

@@ -91,7 +91,9 @@ def test_recent_openings_are_forgotten_after_the_history_window() -> None:
     t.update(snapshot(10.0, [sock(EST, remote=("198.18.0.2", 1), inode=1)]))
     t.update(snapshot(20.0, [sock(EST, remote=("198.18.0.2", 2), inode=2)]))
     view = t.update(snapshot(40.0, []))
-    assert [o.key[4] for o in view.recent_opened] == [2]
+    assert [o.key[5] for o in view.recent_opened] == [
+        2
+    ]  # (netns, family, local, port, remote, remote port, inode)
     assert view.closed == 1  # port 1 closed in the previous poll
 
 
