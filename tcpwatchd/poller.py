@@ -17,6 +17,7 @@ from tcpwatchd.config import Config
 from tcpwatchd.detectors.registry import registered
 from tcpwatchd.model import ProcessLabels, SourceStatus
 from tcpwatchd.report import Report, build_report
+from tcpwatchd.rules import Rules
 from tcpwatchd.snapshot import Snapshot, count_by_state_and_process
 from tcpwatchd.sources.taker import Clock, SnapshotTaker
 from tcpwatchd.sysctl.audit import SysctlReport
@@ -76,9 +77,17 @@ def _cyclic_gc_paused(polls: int) -> Iterator[None]:
             gc.enable()
 
 
-def _history_seconds(cfg: Config) -> float:
-    """How far back the tracker must remember openings: the longest any enabled detector asks for."""
-    wanted = [spec.history_seconds(cfg.detect) for spec in registered() if spec.enabled(cfg.detect)]
+def _history_seconds(cfg: Config, rules: Rules | None = None) -> float:
+    """How far back the tracker must remember openings: the longest any enabled detector asks for,
+    under the defaults or any `[[override]]`."""
+    rules = rules or Rules.of(cfg)
+    wanted = [
+        spec.remembers_openings(settings)
+        for spec in registered()
+        if spec.remembers_openings is not None
+        for settings in rules.variants(spec, cfg.detect)
+        if settings.enabled
+    ]
     return max(wanted, default=0.0) + 2 * cfg.daemon.poll_interval_seconds
 
 
@@ -86,7 +95,8 @@ class Poller:
     def __init__(self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None) -> None:
         self._proc_root = proc_root
         self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock)
-        self._tracker = Tracker(history_seconds=_history_seconds(cfg))
+        self._rules = Rules.of(cfg)
+        self._tracker = Tracker(history_seconds=_history_seconds(cfg, self._rules))
         self._cfg = cfg
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
@@ -100,7 +110,8 @@ class Poller:
         """Apply a new, already validated config; history is kept."""
         self._cfg = cfg
         self._taker.reconfigure(cfg.daemon)
-        self._tracker.set_history(_history_seconds(cfg))
+        self._rules = Rules.of(cfg)
+        self._tracker.set_history(_history_seconds(cfg, self._rules))
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=self._proc_root)
 
     def poll(self) -> PollResult:
@@ -115,7 +126,7 @@ class Poller:
         tracked = self._tracker.update(snapshot)
         sysctl, status = self._sysctl()
         values = sysctl.values() if sysctl is not None else None
-        report = build_report(tracked, self._cfg.detect, values)
+        report = build_report(tracked, self._cfg.detect, values, rules=self._rules)
         counts = count_by_state_and_process(snapshot)
         self._carry = snapshot.carry()
         return PollResult(

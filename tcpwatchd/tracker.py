@@ -28,6 +28,7 @@ from typing import Any
 
 from tcpwatchd.columns import UNCONNECTED, ConnKey, Key, four_tuple, object_key
 from tcpwatchd.model import NOBODY, Owner, ProcessLabels, Socket, TcpState
+from tcpwatchd.scope import Scope
 from tcpwatchd.snapshot import Snapshot, listener_owners
 
 _ENDED = frozenset({TcpState.TIME_WAIT, TcpState.CLOSE})
@@ -88,6 +89,7 @@ class TrackedPoll:
     closed: int  # identities that disappeared since the previous poll
     opened_totals: Mapping[ProcessLabels, int]  # process -> connections opened since start (a counter)
     unchanged: bool = False  # same sockets, states, inodes and timers as the previous poll
+    scope: Scope | None = None  # set by the report for one detector run (see scope.py); None: all sockets
 
     def track_of(self, sock: Socket) -> Track:
         return self.tracks[connection_key(sock)]

@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 from tcpwatchd.model import NO_WORKLOAD, Owner, ProcessLabels, Socket
 from tcpwatchd.snapshot import row_labels
-from tcpwatchd.tracker import TrackedPoll
+from tcpwatchd.tracker import Opened, TrackedPoll
 
 
 class Kind(str):
@@ -58,6 +58,7 @@ class Finding:
     namespace: str = ""
     pod: str = ""
     container: str = ""
+    rule: str = ""  # the `[[override]]` whose settings judged it ("" for the [detect] defaults)
 
     @property
     def labels(self) -> ProcessLabels:
@@ -77,6 +78,7 @@ class Finding:
         facts = " ".join(f"{d.key}={d.value}" for d in self.details)
         unit = f" unit={self.unit!r}" if self.unit else ""
         pod = f" pod={self.namespace + '/' + self.pod!r} container={self.container!r}" if self.pod else ""
+        pod += f" rule={self.rule!r}" if self.rule else ""
         return (
             f"{self.kind} process={self.process!r} pid={self.pid}{unit}{pod} peer={self.peer} "
             f"age={self.age_seconds:.1f}s socket={self.local} -> {self.remote}"
@@ -97,6 +99,7 @@ class Finding:
             "peer": self.peer,
             "age_seconds": round(self.age_seconds, 3),
             "details": {d.key: d.value for d in self.details},
+            "rule": self.rule,
         }
 
 
@@ -159,6 +162,19 @@ def owner_labels(tracked: TrackedPoll, rows: Iterable[int]) -> list[ProcessLabel
     return list(map(row_labels(tracked.snapshot).__getitem__, rows))
 
 
+def judged_rows(tracked: TrackedPoll, rows: Sequence[int]) -> Sequence[int]:
+    """The rows of `rows` this detector run may judge: all of them, unless the report gave the run a
+    scope (an `[[override]]` group, `[ignore]`d sockets; see scope.py). A detector that aggregates rows
+    itself (an oldest age, say) takes them through here; `mass_outcome` does it for the rows it counts."""
+    return rows if tracked.scope is None else tracked.scope.judged(rows)
+
+
+def judges_opening(tracked: TrackedPoll, opened: Opened) -> bool:
+    """Whether this run judges a remembered opening (which may have closed: it has no row)."""
+    scope = tracked.scope
+    return scope is None or scope.opening(opened.owner, opened.local_port, opened.remote_address)
+
+
 def listed_rows(names: Sequence[ProcessLabels], rows: Sequence[int]) -> list[int]:
     """The first LISTED_PER_PROCESS rows of each process (`names[k]` is the owner of `rows[k]`)."""
     listed: list[int] = []
@@ -179,7 +195,9 @@ def listed_rows(names: Sequence[ProcessLabels], rows: Sequence[int]) -> list[int
 def mass_outcome(
     kind: Kind, tracked: TrackedPoll, rows: Sequence[int], finding: Callable[[int], Finding]
 ) -> Outcome:
-    """Count every row under its process; build `finding(row)` only for the rows listed."""
+    """Count every row (of those the run judges) under its process; build `finding(row)` only for the
+    rows listed."""
+    rows = judged_rows(tracked, rows)
     names = owner_labels(tracked, rows)
     counts = {(kind, name): n for name, n in Counter(names).items()}
     listed = listed_rows(names, rows)

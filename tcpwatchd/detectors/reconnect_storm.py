@@ -26,6 +26,7 @@ from tcpwatchd.detectors.base import (
     Kind,
     Outcome,
     endpoint,
+    judges_opening,
     owned_finding,
     peer_address,
 )
@@ -58,7 +59,8 @@ def detect_reconnect_storm(tracked: TrackedPoll, cfg: ReconnectStormConfig, ctx:
     horizon = tracked.now - cfg.window_seconds
     listeners = listener_owners(tracked.snapshot)
     findings = []
-    for burst in _bursts(o for o in tracked.recent_opened if o.at > horizon):
+    judged = (o for o in tracked.recent_opened if o.at > horizon and judges_opening(tracked, o))
+    for burst in _bursts(judged):
         if burst.count >= cfg.min_new_connections:
             findings.append(_finding(tracked, burst, listeners.get(burst.local_port), cfg.window_seconds))
     # The gauge counts storming peers per process; one peer can storm several ports of one process.

@@ -48,6 +48,8 @@ def journal_fields(f: Finding) -> dict[str, object]:
         fields["TCPWATCHD_UNIT"] = f.unit
     if f.pod:
         fields.update(TCPWATCHD_NAMESPACE=f.namespace, TCPWATCHD_POD=f.pod, TCPWATCHD_CONTAINER=f.container)
+    if f.rule:
+        fields["TCPWATCHD_RULE"] = f.rule  # the [[override]] whose settings judged it
     if f.details:
         fields["TCPWATCHD_DETAILS"] = " ".join(f"{d.key}={d.value}" for d in f.details)
     return fields
