@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from tcpwatchd.config import Config, ConfigError, load_config
 from tcpwatchd.logs import setup_logging
 from tcpwatchd.outputs.announce import Announcer
+from tcpwatchd.outputs.api import API_PATH, api_handler
 from tcpwatchd.outputs.prometheus import DurationHistogram, LatestPoll, TcpwatchdCollector
 from tcpwatchd.poller import Poller, PollResult
 from tcpwatchd.pollerrors import PollErrors
@@ -84,6 +85,7 @@ class Daemon:
         self._poll_errors = PollErrors()
         registry.register(self._poll_errors)
         self._server = MetricsEndpoint(registry)
+        self._server.route(API_PATH, api_handler(self._latest))  # same listener, TLS and auth as /metrics
         self._poller = Poller(cfg)
         self._announcer = Announcer()
 
