@@ -167,7 +167,7 @@ def build_document(result: PollResult, q: Query) -> dict[str, Any]:
     sockets = _sockets_by_process(result)
     processes = [
         s
-        for p in result.report.processes
+        for p in sorted(result.report.processes, key=lambda p: p.labels)  # sorted already: linear
         if q.keeps(p.labels) and (s := _summary(p, sockets.get(p.labels, {}), kind_order, q)) is not None
     ]
     listed = [f for f in result.report.findings if q.keeps(f) and (not q.kind or f.kind == q.kind)]
