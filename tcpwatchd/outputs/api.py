@@ -12,6 +12,7 @@ from a name decoded with surrogateescape, never raising).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -221,6 +222,10 @@ def local_document_source(cfg: Config) -> Callable[[Mapping[str, str]], dict[str
     """`top --local`: a poller in this process; it polls at most once per poll interval (so detectors
     keep their history and ages), and a call in between re-reads the last poll for the new query.
     Raises ValueError (QueryError) for a bad query, as the API answers 400."""
+    # The sources log a degraded poll once (to stderr when nothing is configured): under top's full
+    # screen that would scribble over the view, and the document already says what it could see.
+    logging.getLogger("tcpwatchd").addHandler(logging.NullHandler())
+    logging.getLogger("tcpwatchd").propagate = False
     poller = Poller(cfg)
     lock = threading.Lock()
     last: list[tuple[float, PollResult]] = []
