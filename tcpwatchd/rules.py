@@ -101,6 +101,7 @@ class Rules:
         self._v4, self._v6 = _masks(self._networks, 4), _masks(self._networks, 6)
         self._globs = tuple(ignore.processes)
         self._remote_ignored: dict[str, bool] = {}
+        self._owner_codes: dict[Owner, int] = {}  # owners are frozen: a process keeps its code
         self._settings: dict[tuple[str, int], DetectorSettings] = {}
 
     @classmethod
@@ -120,6 +121,14 @@ class Rules:
         """DEFAULTS, the position of the first override that fits `owner`, or IGNORED (process glob)."""
         if owner is None:
             return DEFAULTS
+        found = self._owner_codes.get(owner)
+        if found is None:
+            if len(self._owner_codes) >= _ADDRESS_CACHE:
+                self._owner_codes.clear()
+            found = self._owner_codes[owner] = self._match(owner)
+        return found
+
+    def _match(self, owner: Owner) -> int:
         if any(matches(g, owner.name) for g in self._globs):
             return IGNORED
         for position, rule in enumerate(self.overrides, 1):
@@ -147,18 +156,8 @@ class Rules:
         """The code of every row of the poll's table (see the module docstring)."""
         snap = tracked.snapshot
         table = snap.sockets
-        by_owner: dict[Owner, int] = {}
-
-        def of_owner(owner: Owner | None) -> int:
-            if owner is None:
-                return DEFAULTS
-            found = by_owner.get(owner)
-            if found is None:
-                found = by_owner[owner] = self.owner_code(owner)
-            return found
-
         get = snap.owners.get
-        codes = bytearray(map(of_owner, map(get, table.column("inode"), repeat(None))))
+        codes = bytearray(map(self.owner_code, map(get, table.column("inode"), repeat(None))))
         if self._ports or self._networks:
             ports, remotes = table.column("local_port"), table.column("remote_address")
             # Distinct peers are judged once (set() runs in C); rows are then two set lookups each.

@@ -142,3 +142,9 @@ def test_snapshot_json_is_the_api_document(daemon: tuple[NetNS, Path]) -> None:
 
     local = ns.run(sys.executable, "-m", "tcpwatchd", "snapshot", "--json", "--local", "-c", str(cfg))
     assert _shape(json.loads(local.stdout))["poll"] == _shape(served)["poll"]
+
+    elsewhere = cfg.with_name("elsewhere.toml")
+    elsewhere.write_text(CONFIG + "[exporter]\nport = 9899\n")  # no daemon answers there
+    fallback = ns.run(sys.executable, "-m", "tcpwatchd", "snapshot", "-c", str(elsewhere))
+    assert "no daemon answers at http://127.0.0.1:9899" in fallback.stderr
+    assert "from local poll (no daemon answered at http://127.0.0.1:9899" in fallback.stdout

@@ -229,3 +229,17 @@ def test_the_daemon_route_serves_the_last_poll() -> None:
         assert bad.value.code == 400 and "unknown kind" in json.loads(bad.value.read())["error"]
     finally:
         endpoint.close()
+
+
+def test_snapshot_table_shows_workload_columns_only_when_some_process_has_them() -> None:
+    from tcpwatchd.snapshot_cli import render_table
+
+    with_pods = render_table(doc(), "daemon http://127.0.0.1:9814")
+    header = with_pods.splitlines()[0].split()
+    assert header[:4] == ["PROCESS", "NAMESPACE", "POD", "CONTAINER"] and "CLOSE_WAIT" in header
+    assert with_pods.splitlines()[1].startswith("nginx")  # the most findings first
+    assert "\\x1b" in with_pods and "\x1b" not in with_pods  # the hostile name, escaped, on one line
+    assert "from daemon http://127.0.0.1:9814" in with_pods and "rule=" not in with_pods
+    plain = render_table(doc(process="nginx"))
+    assert plain.splitlines()[0].split()[:2] == ["PROCESS", "ESTABLISHED"]
+    assert "filters: process='nginx'" in plain and "8 findings counted, 3 listed:" in plain
