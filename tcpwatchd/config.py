@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
@@ -64,6 +64,42 @@ class CloseWaitConfig(_Section):
 class PhantomConfig(_Section):
     enabled: bool = True
     idle_seconds: float = Field(900.0, gt=0)
+    # Probing (docs/probing.md): off changes nothing; verify restores the socket's options; reap also
+    # destroys superseded phantoms that never answer.
+    probe: Literal["off", "verify", "reap"] = "off"
+    probe_allow: list[str] = Field(
+        default_factory=list, description="Who may be probed: 'process:GLOB', 'unit:GLOB', 'pod:NS/NAME-GLOB'."
+    )
+    # TCP_KEEPIDLE and TCP_KEEPINTVL accept 1..32767 s (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL in net/tcp.h).
+    probe_idle_seconds: int = Field(1, ge=1, le=32767)
+    probe_interval_seconds: int = Field(1, ge=1, le=32767)
+    # Unanswered probes that prove a peer unreachable; the armed TCP_KEEPCNT is 127 (the kernel's maximum),
+    # so the kernel never gives up before tcpwatchd has judged.
+    probe_budget: int = Field(5, ge=1, le=100)
+    probe_max_per_poll: int = Field(8, ge=1, le=1024, description="New probes started per poll, host-wide.")
+    probe_max_per_process: int = Field(2, ge=1, le=1024, description="Probes in flight at once per process.")
+    probe_max_in_flight: int = Field(64, ge=1, le=4096, description="Probes in flight at once, host-wide.")
+    dry_run: bool = False
+
+    @field_validator("probe_allow")
+    @classmethod
+    def _allow_rules(cls, value: list[str]) -> list[str]:
+        from tcpwatchd.actions.allow import parse_allowlist
+
+        parse_allowlist(value)
+        return value
+
+    @model_validator(mode="after")
+    def _probe_consistent(self) -> PhantomConfig:
+        if self.probe == "off":
+            return self
+        if not self.probe_allow:
+            raise ValueError("probe is on but probe_allow is empty: list who may be probed ('process:*' for all)")
+        if self.probe_idle_seconds >= self.idle_seconds:
+            raise ValueError("probe_idle_seconds must be below idle_seconds, or a probe would wait for idleness")
+        if max(self.probe_max_per_poll, self.probe_max_per_process) > self.probe_max_in_flight:
+            raise ValueError("probe_max_per_poll and probe_max_per_process cannot exceed probe_max_in_flight")
+        return self
 
 
 class ReconnectStormConfig(_Section):

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 class Refusal(enum.Enum):
     """Why an action on another process's socket was refused or failed."""
 
-    NO_PERMISSION = "no_permission"  # EPERM: pidfd_getfd without CAP_SYS_PTRACE, destroy without CAP_NET_ADMIN
+    NO_PERMISSION = (
+        "no_permission"  # EPERM: pidfd_getfd without CAP_SYS_PTRACE, destroy without CAP_NET_ADMIN
+    )
     DENIED = "denied"  # EACCES: seccomp, an LSM (SELinux, AppArmor) or Yama ptrace_scope
     UNSUPPORTED = "unsupported"  # ENOSYS (kernel < 5.6), EOPNOTSUPP (no CONFIG_INET_DIAG_DESTROY)
     PROCESS_EXITED = "process_exited"  # ESRCH: the owner is gone

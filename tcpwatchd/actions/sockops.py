@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tcpwatchd.actions.outcome import Failure, Refusal, refusal_for
+from tcpwatchd.model import Socket
 
 SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438  # same numbers on every architecture (unified syscall table)
 SIOCGSKNS = 0x894C  # linux/sockios.h: an fd for the socket's network namespace (Linux 4.9)
@@ -134,7 +135,9 @@ def _getfd(pidfd: int, target: Target, proc_root: str) -> tuple[int, int]:
         if fd < 0 or attempt:
             found = find_socket_fd(target.pid, target.inode, proc_root)
             if found is None:
-                raise _Refused(Failure(Refusal.FD_CLOSED, f"pid {target.pid} holds no socket:[{target.inode}]"))
+                raise _Refused(
+                    Failure(Refusal.FD_CLOSED, f"pid {target.pid} holds no socket:[{target.inode}]")
+                )
             fd = found
         copy = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
         if copy < 0:
@@ -180,7 +183,9 @@ def read_status(target: Target, proc_root: str = "/proc") -> SocketStatus | Fail
         return refusal_for(e.errno or 0, "getsockopt")
 
 
-def set_keepalive(target: Target, wanted: KeepaliveOptions, proc_root: str = "/proc") -> SocketStatus | Failure:
+def set_keepalive(
+    target: Target, wanted: KeepaliveOptions, proc_root: str = "/proc"
+) -> SocketStatus | Failure:
     """Set the owner's keepalive options to `wanted`, read them back, and refuse if they differ.
 
     Order matters (net/ipv4/tcp.c): TCP_KEEPIDLE re-arms a running keepalive timer and SO_KEEPALIVE on
@@ -297,3 +302,33 @@ def _ack(reply: bytes) -> Failure | None:
         return Failure(Refusal.ERROR, f"SOCK_DESTROY: unexpected reply type {kind}")
     (code,) = struct.unpack_from("=i", reply, _NLMSGHDR.size)
     return None if code == 0 else refusal_for(-code, "SOCK_DESTROY")
+
+
+class SystemOps:
+    """The real operations on this host, for `prober.Prober` (which sees them as `ProbeOps`)."""
+
+    def __init__(self, proc_root: str = "/proc") -> None:
+        self._proc_root = proc_root
+        self._seq = 0
+
+    def read_status(self, target: Target) -> SocketStatus | Failure:
+        return read_status(target, self._proc_root)
+
+    def set_keepalive(self, target: Target, wanted: KeepaliveOptions) -> SocketStatus | Failure:
+        return set_keepalive(target, wanted, self._proc_root)
+
+    def holds(self, target: Target) -> bool:
+        return holds_socket(target, self._proc_root)
+
+    def destroy(self, target: Target, sock: Socket) -> Failure | None:
+        if sock.cookie is None:
+            return Failure(Refusal.ERROR, "SOCK_DESTROY needs the socket cookie (netlink source)")
+        self._seq += 1
+        request = destroy_request(
+            int(sock.family),
+            (sock.local_address, sock.local_port),
+            (sock.remote_address, sock.remote_port),
+            sock.cookie,
+            self._seq,
+        )
+        return destroy(target, request, self._proc_root)
