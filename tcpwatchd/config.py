@@ -11,7 +11,15 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(Exception):
@@ -68,7 +76,8 @@ class PhantomConfig(_Section):
     # destroys superseded phantoms that never answer.
     probe: Literal["off", "verify", "reap"] = "off"
     probe_allow: list[str] = Field(
-        default_factory=list, description="Who may be probed: 'process:GLOB', 'unit:GLOB', 'pod:NS/NAME-GLOB'."
+        default_factory=list,
+        description="Who may be probed: 'process:GLOB', 'unit:GLOB', 'pod:NS/NAME-GLOB'.",
     )
     # TCP_KEEPIDLE and TCP_KEEPINTVL accept 1..32767 s (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL in net/tcp.h).
     probe_idle_seconds: int = Field(1, ge=1, le=32767)
@@ -94,9 +103,13 @@ class PhantomConfig(_Section):
         if self.probe == "off":
             return self
         if not self.probe_allow:
-            raise ValueError("probe is on but probe_allow is empty: list who may be probed ('process:*' for all)")
+            raise ValueError(
+                "probe is on but probe_allow is empty: list who may be probed ('process:*' for all)"
+            )
         if self.probe_idle_seconds >= self.idle_seconds:
-            raise ValueError("probe_idle_seconds must be below idle_seconds, or a probe would wait for idleness")
+            raise ValueError(
+                "probe_idle_seconds must be below idle_seconds, or a probe would wait for idleness"
+            )
         if max(self.probe_max_per_poll, self.probe_max_per_process) > self.probe_max_in_flight:
             raise ValueError("probe_max_per_poll and probe_max_per_process cannot exceed probe_max_in_flight")
         return self

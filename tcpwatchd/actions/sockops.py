@@ -89,14 +89,19 @@ def find_socket_fd(pid: int, inode: int, proc_root: str = "/proc") -> int | None
     >>> find_socket_fd(1234, 98765)   # /proc/1234/fd/7 -> 'socket:[98765]'
     7
     """
+    try:
+        return _scan_fds(pid, inode, proc_root)
+    except OSError:  # exited (ENOENT) or not ours to read (EACCES)
+        return None
+
+
+def _scan_fds(pid: int, inode: int, proc_root: str) -> int | None:
     want = f"socket:[{inode}]"
     base = f"{proc_root}/{pid}/fd"
-    try:
-        names = os.listdir(base)
-    except OSError:  # exited (ENOENT) or not ours to read (EACCES): the caller's dup says which
-        return None
+    names = os.listdir(base)  # the same ptrace access check as pidfd_getfd guards /proc/<pid>/fd
     for name in names:
-        with contextlib.suppress(OSError):  # closed between listdir and readlink
+        # Closed between listdir and readlink: skip. EACCES (no ptrace access to its fds) propagates.
+        with contextlib.suppress(FileNotFoundError):
             if os.readlink(f"{base}/{name}") == want:
                 return int(name)
     return None
@@ -133,7 +138,10 @@ def _getfd(pidfd: int, target: Target, proc_root: str) -> tuple[int, int]:
     fd = target.fd
     for attempt in range(2):  # the hint first; if it no longer holds the socket, look the fd up again
         if fd < 0 or attempt:
-            found = find_socket_fd(target.pid, target.inode, proc_root)
+            try:
+                found = _scan_fds(target.pid, target.inode, proc_root)
+            except OSError as e:
+                raise _Refused(_fd_dir_failure(e, f"{proc_root}/{target.pid}/fd")) from e
             if found is None:
                 raise _Refused(
                     Failure(Refusal.FD_CLOSED, f"pid {target.pid} holds no socket:[{target.inode}]")
@@ -149,6 +157,18 @@ def _getfd(pidfd: int, target: Target, proc_root: str) -> tuple[int, int]:
             return fd, copy
         os.close(copy)  # the fd number was reused for another file since the hint
     raise _Refused(Failure(Refusal.FD_CLOSED, f"pid {target.pid} holds no socket:[{target.inode}]"))
+
+
+def _fd_dir_failure(e: OSError, path: str) -> Failure:
+    """/proc/<pid>/fd is guarded by the same ptrace access check as pidfd_getfd (proc_fd_access_allowed)."""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return Failure(
+            Refusal.NO_PERMISSION,
+            f"cannot read {path}: {e.strerror} (needs CAP_SYS_PTRACE, or an LSM refuses ptrace access)",
+        )
+    if e.errno == errno.ENOENT:
+        return Failure(Refusal.PROCESS_EXITED, f"{path}: the process exited")
+    return refusal_for(e.errno or 0, f"reading {path}")
 
 
 def _read_keepalive(sock: socket.socket) -> KeepaliveOptions:
