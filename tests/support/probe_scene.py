@@ -119,7 +119,7 @@ def drive(
         step: StepResult = prober.step(now, pick(sockets), {s.cookie: s for s in sockets if s.cookie})
         events += step.events
         armed = armed or any(e.action is Action.ARMED for e in step.events)
-        if armed and step.summary.in_flight == 0 or any(e.result for e in step.events) and not armed:
+        if (armed and step.summary.in_flight == 0) or (any(e.result for e in step.events) and not armed):
             return events
         time.sleep(interval)
     raise AssertionError(f"the prober never finished within {timeout}s: {events}")
