@@ -108,7 +108,7 @@ class Prober:
     def restore_all(self) -> list[ProbeEvent]:
         """At shutdown: put back the options of every probe in flight (each one RESOLVED as failed)."""
         events = [
-            self._finish(p.armed_at, p, None, Result.FAILED, "", "tcpwatchd stopped")[0]
+            self._finish(p.armed_at, p, p.cand.socket, Result.FAILED, "", "tcpwatchd stopped")[0]
             for p in self._flight.values()
         ]
         self._flight.clear()
@@ -171,10 +171,17 @@ class Prober:
         self, now: float, probe: _Probe, obs: Socket | None, result: Result, answered: str, reason: str
     ) -> list[ProbeEvent]:
         event = self._event(
-            Action.RESOLVED, probe.cand, probe.idle, result=result, answered=answered, before=probe.before
+            Action.RESOLVED,
+            probe.cand,
+            probe.idle,
+            result=result,
+            answered=answered,
+            reason=reason,
+            before=probe.before,
         )
         events: list[ProbeEvent] = []
-        gone = result is Result.DEAD or reason.startswith("the application closed")
+        # A socket that left the tables (or lost its file) has nothing left to restore.
+        gone = obs is None or obs.inode != probe.target.inode
         if result is Result.UNREACHABLE and self.settings.reap and probe.cand.superseded and obs is not None:
             destroyed = self._ops.destroy(probe.target, obs)
             if destroyed is None:
