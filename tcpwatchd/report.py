@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from tcpwatchd.detectors.base import Context, Finding, Kind, Outcome
+from tcpwatchd.detectors.base import Context, Finding, Kind, Outcome, Probed
 from tcpwatchd.detectors.registry import DetectorSpec, registered
 from tcpwatchd.model import ProcessLabels
 from tcpwatchd.sections import DetectSections
@@ -58,6 +58,8 @@ class Report:
     processes: tuple[ProcessSummary, ...]  # every process with sockets or findings, sorted by labels
     opened_totals: Mapping[ProcessLabels, int]  # connections opened since tcpwatchd started
     detectors: tuple[DetectorRun, ...]  # the enabled detectors, in registry order
+    # kind -> every row of this poll's table it was found on (Outcome.rows): for actions, this poll only
+    rows: Mapping[Kind, Sequence[int]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def degraded(self) -> tuple[DetectorRun, ...]:
@@ -76,10 +78,14 @@ def build_report(
     detect: DetectSections,
     sysctl_values: Mapping[str, int] | None = None,
     detectors: Sequence[DetectorSpec[Any]] | None = None,
+    probed: Mapping[int, Probed] | None = None,
 ) -> Report:
     """Run every enabled detector on one poll. `sysctl_values` are keyed by dotted name;
-    `detectors` defaults to the registry."""
-    ctx = Context(sysctl=MappingProxyType(dict(sysctl_values or {})))
+    `detectors` defaults to the registry; `probed` are the probe verdicts by socket cookie."""
+    ctx = Context(
+        sysctl=MappingProxyType(dict(sysctl_values or {})), probed=MappingProxyType(dict(probed or {}))
+    )
+    rows: dict[Kind, Sequence[int]] = {}
     runs: list[DetectorRun] = []
     findings: list[Finding] = []
     counts: dict[ProcessLabels, dict[Kind, int]] = {}
@@ -93,6 +99,7 @@ def build_report(
         run, outcome = _run(spec, tracked, detect, ctx)
         runs.append(run)
         findings.extend(outcome.findings)
+        rows.update(outcome.rows)
         _add(counts, values, outcome)
     findings.sort(key=lambda f: (order.get(f.kind, len(order)), f.process, f.local, f.remote))
     return Report(
@@ -100,6 +107,7 @@ def build_report(
         processes=_summaries(tracked, counts, values),
         opened_totals=tracked.opened_totals,
         detectors=tuple(runs),
+        rows=MappingProxyType(rows),
     )
 
 

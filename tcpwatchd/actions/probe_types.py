@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
-from tcpwatchd.actions.allow import AllowRule, parse_allowlist
 from tcpwatchd.actions.outcome import Failure
 from tcpwatchd.actions.sockops import MAX_TCP_KEEPCNT, KeepaliveOptions, SocketStatus, Target
-from tcpwatchd.model import Socket
+from tcpwatchd.allowlist import AllowRule, parse_allowlist
+from tcpwatchd.model import NO_WORKLOAD, ProcessLabels, Socket, Workload
 
 if TYPE_CHECKING:
-    from tcpwatchd.config import PhantomConfig
+    from tcpwatchd.detectors.phantom import PhantomConfig
 
 
 class Result(enum.Enum):
@@ -42,9 +42,21 @@ class Candidate:
     pid: int
     process: str
     unit: str = ""
-    pod: str = ""  # "namespace/name"
+    workload: Workload = NO_WORKLOAD  # where the owner runs (Owner.workload)
     superseded: bool = False  # a phantom; False: an idle suspect
-    netns: int = 0  # inode of the socket's network namespace, for the log (0: tcpwatchd's own)
+    netns: int = 0  # the socket's network namespace id (Socket.netns), for the log (0: tcpwatchd's own)
+
+    @property
+    def pod(self) -> str:
+        """'namespace/name' of the owner's pod, what `pod:` allow rules match ('' outside a pod)."""
+        w = self.workload
+        return f"{w.namespace}/{w.pod}" if w.pod else ""
+
+    @property
+    def labels(self) -> ProcessLabels:
+        """The per-process series the probe counts under (the same identity as every detector gauge)."""
+        w = self.workload
+        return ProcessLabels(self.process, w.namespace, w.pod, w.container)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +123,7 @@ class ProbeEvent:
     after: KeepaliveOptions | None = None  # read back after arming or restoring
     unit: str = ""
     pod: str = ""
+    netns: int = 0
 
     def message(self) -> str:
         """'probe dead: redis-server[812] 198.18.1.1:6379 -> 198.18.1.2:40000 idle 950s: RST ...'."""
@@ -125,17 +138,17 @@ class ProbeEvent:
 class ProbeSummary:
     """The prober's counters after a poll, for metrics (probe_metrics.probe_families)."""
 
-    probes_total: Mapping[tuple[str, Result], int]  # (process, result) -> probes resolved since start
-    reaped_total: Mapping[str, int]  # process -> connections destroyed since start
-    proven: Mapping[str, int]  # process -> proven dead or unreachable connections still held
+    probes_total: Mapping[tuple[ProcessLabels, Result], int]  # (owner, result) -> probes resolved since start
+    reaped_total: Mapping[ProcessLabels, int]  # owner -> connections destroyed since start
+    proven: Mapping[ProcessLabels, int]  # owner -> proven dead or unreachable connections still held
     in_flight: int
     skipped: Mapping[str, int]  # reason -> candidates not probed this poll
 
     @staticmethod
     def frozen(
-        probes: dict[tuple[str, Result], int],
-        reaped: dict[str, int],
-        proven: dict[str, int],
+        probes: dict[tuple[ProcessLabels, Result], int],
+        reaped: dict[ProcessLabels, int],
+        proven: dict[ProcessLabels, int],
         in_flight: int,
         skipped: dict[str, int],
     ) -> ProbeSummary:

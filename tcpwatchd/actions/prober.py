@@ -3,20 +3,8 @@
 Each poll the caller passes the candidates (phantoms and idle suspects) and the poll's sockets by
 cookie; the prober arms new probes within its guard rails and judges those in flight:
 
-- **alive**: an ACK arrived after arming (`tcpi_last_ack_recv` younger than the probe) and
-  `tcpi_probes` is back to 0 (tcp_ack() clears icsk_probes_out). Options restored.
-- **unreachable**: `budget` probes unanswered (`tcpi_probes >= budget`, no ACK since arming). Options
-  restored; in reap mode a superseded phantom is destroyed instead (SOCK_DESTROY).
-- **dead**: the socket left the kernel's tables while the owner still holds its fd, and TCP_INFO on
-  that fd says CLOSE with fewer probes than the armed TCP_KEEPCNT, no retransmission and no
-  TCP_USER_TIMEOUT expired. The owner did not close it (its fd still refers to the socket), the kernel
-  did not time it out (those are the only timeouts that abort an idle connection, tcp_timer.c): what
-  closed it is a reset, answered to the probe by a peer that had forgotten the connection (RFC 9293
-  3.10.7.3 / tcp_reset()). An abort by someone else's SOCK_DESTROY (`ss -K`) in the same window looks the
-  same and would count as dead. sk_err is never read: reading it would consume the ECONNRESET the
-  application is due to see (sock_error() clears it).
-- **failed**: a refusal (no CAP_SYS_PTRACE, ENOSYS, seccomp, ...), the owner exited or closed the
-  socket, or no verdict within `ProbeSettings.max_seconds`.
+dead, alive, unreachable or failed (probe_judge.py says on what evidence). Alive and unreachable get their
+options restored; in reap mode an unreachable superseded phantom is destroyed instead (SOCK_DESTROY).
 
 Memory is bounded: `max_in_flight` probes, and `_REMEMBER` settled verdicts (oldest forgotten first),
 each dropped as soon as its socket is gone.
@@ -26,10 +14,10 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from tcpwatchd.actions.allow import first_match
-from tcpwatchd.actions.outcome import Failure, Refusal
+from tcpwatchd.actions.outcome import Failure
+from tcpwatchd.actions.probe_judge import Probe, Settled, idle_of, judge, probe_event
 from tcpwatchd.actions.probe_types import (
     Action,
     Candidate,
@@ -40,34 +28,13 @@ from tcpwatchd.actions.probe_types import (
     Result,
     StepResult,
 )
-from tcpwatchd.actions.sockops import MAX_TCP_KEEPCNT, KeepaliveOptions, Target
-from tcpwatchd.model import Socket, TcpState
+from tcpwatchd.actions.sockops import KeepaliveOptions, Target
+from tcpwatchd.allowlist import first_match
+from tcpwatchd.detectors.base import Probed, Proof
+from tcpwatchd.model import ProcessLabels, Socket, TcpState
 
-TCP_CLOSE = 7
-_ACK_SLACK_S = 0.01  # tcpi_last_ack_recv counts jiffies (up to 10 ms at HZ=100)
 _REMEMBER = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class _Probe:
-    cand: Candidate
-    target: Target
-    armed_at: float
-    before: KeepaliveOptions
-    idle: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Settled:
-    result: Result
-    at: float
-    process: str
-    target: Target
-
-
-def _idle(sock: Socket) -> float:
-    info = sock.tcp_info
-    return min(info.last_data_recv_ms, info.last_ack_recv_ms) / 1000.0 if info else 0.0
+_PROOFS = {Result.ALIVE: Proof.ALIVE, Result.DEAD: Proof.DEAD, Result.UNREACHABLE: Proof.UNREACHABLE}
 
 
 class Prober:
@@ -76,11 +43,11 @@ class Prober:
     def __init__(self, settings: ProbeSettings, ops: ProbeOps) -> None:
         self.settings = settings
         self._ops = ops
-        self._flight: dict[int, _Probe] = {}
-        self._settled: OrderedDict[int, _Settled] = OrderedDict()
+        self._flight: dict[int, Probe] = {}
+        self._settled: OrderedDict[int, Settled] = OrderedDict()
         self._dry_seen: OrderedDict[int, None] = OrderedDict()
-        self._probes: Counter[tuple[str, Result]] = Counter()
-        self._reaped: Counter[str] = Counter()
+        self._probes: Counter[tuple[ProcessLabels, Result]] = Counter()
+        self._reaped: Counter[ProcessLabels] = Counter()
 
     def watching(self) -> frozenset[int]:
         """Cookies whose sockets `step` will look up in `observations` next poll."""
@@ -96,7 +63,7 @@ class Prober:
         """
         events: list[ProbeEvent] = []
         for cookie, probe in list(self._flight.items()):
-            done = self._judge(now, probe, observations.get(cookie))
+            done = judge(self.settings, self._ops, now, probe, observations.get(cookie))
             if done is not None:
                 del self._flight[cookie]
                 events += self._finish(now, probe, observations.get(cookie), *done)
@@ -105,18 +72,29 @@ class Prober:
         self._start(now, candidates, events, skipped)
         return StepResult(tuple(events), self.summary(skipped))
 
-    def restore_all(self) -> list[ProbeEvent]:
-        """At shutdown: put back the options of every probe in flight (each one RESOLVED as failed)."""
+    def restore_all(self, why: str = "tcpwatchd stopped") -> list[ProbeEvent]:
+        """At shutdown (or before being replaced): put back the options of every probe in flight, each
+        one RESOLVED as failed because of `why`."""
         events = [
-            self._finish(p.armed_at, p, p.cand.socket, Result.FAILED, "", "tcpwatchd stopped")[0]
+            self._finish(p.armed_at, p, p.cand.socket, Result.FAILED, "", why)[0]
             for p in self._flight.values()
         ]
         self._flight.clear()
         return events
 
+    def verdicts(self) -> dict[int, Probed]:
+        """Cookie -> what probing says of it so far, for the detectors (`Context.probed`); failed
+        probes say nothing."""
+        out = {cookie: Probed(Proof.PROBING, p.armed_at) for cookie, p in self._flight.items()}
+        for cookie, settled in self._settled.items():
+            proof = _PROOFS.get(settled.result)
+            if proof is not None:
+                out[cookie] = Probed(proof, settled.at)
+        return out
+
     def summary(self, skipped: Mapping[str, int] | None = None) -> ProbeSummary:
-        proven: Counter[str] = Counter(
-            s.process for s in self._settled.values() if s.result in (Result.DEAD, Result.UNREACHABLE)
+        proven: Counter[ProcessLabels] = Counter(
+            s.labels for s in self._settled.values() if s.result in (Result.DEAD, Result.UNREACHABLE)
         )
         return ProbeSummary.frozen(
             self._probes, self._reaped, dict(proven), len(self._flight), dict(skipped or {})
@@ -124,53 +102,10 @@ class Prober:
 
     # -- judging --------------------------------------------------------------------------------------
 
-    def _judge(self, now: float, probe: _Probe, obs: Socket | None) -> tuple[Result, str, str] | None:
-        """(result, what answered, failure reason), or None while waiting."""
-        if obs is None or obs.inode != probe.target.inode:  # gone from the tables, or orphaned by close()
-            return self._vanished(now, probe)
-        info = obs.tcp_info
-        elapsed = now - probe.armed_at
-        acked = info is not None and info.last_ack_recv_ms / 1000.0 < elapsed - _ACK_SLACK_S
-        if acked and info is not None and info.probes == 0:
-            return Result.ALIVE, f"ACK {info.last_ack_recv_ms} ms ago, {elapsed:.1f} s after arming", ""
-        if obs.state != TcpState.ESTABLISHED:
-            return Result.FAILED, "", f"the connection went to {obs.state.name} during the probe"
-        if info is not None and not acked and info.probes >= self.settings.budget:
-            return Result.UNREACHABLE, f"nothing: {info.probes} probes unanswered in {elapsed:.1f} s", ""
-        if elapsed > self.settings.max_seconds:
-            return Result.FAILED, "", f"no verdict within {self.settings.max_seconds:.0f} s"
-        return None
-
-    def _vanished(self, now: float, probe: _Probe) -> tuple[Result, str, str]:
-        status = self._ops.read_status(probe.target)
-        if isinstance(status, Failure):
-            if status.refusal is Refusal.FD_CLOSED:
-                return Result.FAILED, "", "the application closed the socket during the probe"
-            return Result.FAILED, "", status.reason
-        if status.state != TCP_CLOSE:
-            return Result.FAILED, "", f"the socket left the tables in state {status.state}"
-        elapsed_ms = (now - probe.armed_at) * 1000.0
-        timed_out = (
-            status.probes >= MAX_TCP_KEEPCNT
-            or status.retransmits > 0
-            or 0 < status.user_timeout_ms <= elapsed_ms
-        )
-        if timed_out:
-            return (
-                Result.FAILED,
-                "",
-                f"closed by a kernel timeout (probes {status.probes}, retransmits {status.retransmits})",
-            )
-        return (
-            Result.DEAD,
-            f"RST: the kernel closed the socket after {status.probes} probe(s); the owner still holds it",
-            "",
-        )
-
     def _finish(
-        self, now: float, probe: _Probe, obs: Socket | None, result: Result, answered: str, reason: str
+        self, now: float, probe: Probe, obs: Socket | None, result: Result, answered: str, reason: str
     ) -> list[ProbeEvent]:
-        event = self._event(
+        event = probe_event(
             Action.RESOLVED,
             probe.cand,
             probe.idle,
@@ -185,18 +120,18 @@ class Prober:
         if result is Result.UNREACHABLE and self.settings.reap and probe.cand.superseded and obs is not None:
             destroyed = self._ops.destroy(probe.target, obs)
             if destroyed is None:
-                self._reaped[probe.cand.process] += 1
-                events.append(self._event(Action.DESTROYED, probe.cand, probe.idle, answered="SOCK_DESTROY"))
+                self._reaped[probe.cand.labels] += 1
+                events.append(probe_event(Action.DESTROYED, probe.cand, probe.idle, answered="SOCK_DESTROY"))
                 gone = True
             else:
                 event = replace(event, reason=f"not destroyed: {destroyed.reason}")
         if not gone:
             event = self._restore(probe, event)
-        self._probes[probe.cand.process, result] += 1
-        self._remember(probe.cand.socket.cookie or 0, _Settled(result, now, probe.cand.process, probe.target))
+        self._probes[probe.cand.labels, result] += 1
+        self._remember(probe.cand.socket.cookie or 0, Settled(result, now, probe.cand.labels, probe.target))
         return [event, *events]
 
-    def _restore(self, probe: _Probe, event: ProbeEvent) -> ProbeEvent:
+    def _restore(self, probe: Probe, event: ProbeEvent) -> ProbeEvent:
         back = self._ops.set_keepalive(probe.target, probe.before)
         if isinstance(back, Failure):
             reason = "; ".join(p for p in (event.reason, f"options NOT restored: {back.reason}") if p)
@@ -211,7 +146,7 @@ class Prober:
         per_pid = Counter(p.cand.pid for p in self._flight.values())
         started = 0
         # Phantoms first (the stronger suspicion), then the longest idle.
-        for cand in sorted(candidates, key=lambda c: (not c.superseded, -_idle(c.socket))):
+        for cand in sorted(candidates, key=lambda c: (not c.superseded, -idle_of(c.socket))):
             why = self._refuse(now, cand, per_pid, started)
             if why:
                 skipped[why] += 1
@@ -220,7 +155,7 @@ class Prober:
             if self.settings.dry_run:
                 if cookie not in self._dry_seen:
                     events.append(
-                        self._event(Action.WOULD_ARM, cand, _idle(cand.socket), after=self.settings.armed)
+                        probe_event(Action.WOULD_ARM, cand, idle_of(cand.socket), after=self.settings.armed)
                     )
                     self._dry_seen[cookie] = None
                     while len(self._dry_seen) > _REMEMBER:
@@ -264,7 +199,7 @@ class Prober:
         return ""
 
     def _arm(self, now: float, cand: Candidate) -> list[ProbeEvent]:
-        idle = _idle(cand.socket)
+        idle = idle_of(cand.socket)
         target = Target(cand.pid, cand.socket.inode)
         before = self._ops.read_status(target)
         if isinstance(before, Failure):
@@ -279,9 +214,9 @@ class Prober:
         armed = self._ops.set_keepalive(target, self.settings.armed)
         if isinstance(armed, Failure):
             event = self._failed_arm(now, cand, idle, target, before.keepalive, armed.reason)
-            return [self._restore(_Probe(cand, target, now, before.keepalive, idle), event)]
-        self._flight[cand.socket.cookie or 0] = _Probe(cand, target, now, before.keepalive, idle)
-        return [self._event(Action.ARMED, cand, idle, before=before.keepalive, after=armed.keepalive)]
+            return [self._restore(Probe(cand, target, now, before.keepalive, idle), event)]
+        self._flight[cand.socket.cookie or 0] = Probe(cand, target, now, before.keepalive, idle)
+        return [probe_event(Action.ARMED, cand, idle, before=before.keepalive, after=armed.keepalive)]
 
     def _failed_arm(
         self,
@@ -292,13 +227,13 @@ class Prober:
         before: KeepaliveOptions | None,
         reason: str,
     ) -> ProbeEvent:
-        self._probes[cand.process, Result.FAILED] += 1
-        self._remember(cand.socket.cookie or 0, _Settled(Result.FAILED, now, cand.process, target))
-        return self._event(Action.RESOLVED, cand, idle, result=Result.FAILED, reason=reason, before=before)
+        self._probes[cand.labels, Result.FAILED] += 1
+        self._remember(cand.socket.cookie or 0, Settled(Result.FAILED, now, cand.labels, target))
+        return probe_event(Action.RESOLVED, cand, idle, result=Result.FAILED, reason=reason, before=before)
 
     # -- memory ---------------------------------------------------------------------------------------
 
-    def _remember(self, cookie: int, settled: _Settled) -> None:
+    def _remember(self, cookie: int, settled: Settled) -> None:
         self._settled[cookie] = settled
         self._settled.move_to_end(cookie)
         while len(self._settled) > _REMEMBER:
@@ -316,34 +251,3 @@ class Prober:
                 del self._settled[cookie]
         for cookie in [c for c in self._dry_seen if c not in observations]:
             del self._dry_seen[cookie]
-
-    @staticmethod
-    def _event(
-        action: Action,
-        cand: Candidate,
-        idle: float,
-        *,
-        result: Result | None = None,
-        answered: str = "",
-        reason: str = "",
-        before: KeepaliveOptions | None = None,
-        after: KeepaliveOptions | None = None,
-    ) -> ProbeEvent:
-        sock = cand.socket
-        return ProbeEvent(
-            action=action,
-            result=result,
-            process=cand.process,
-            pid=cand.pid,
-            local=sock.local,
-            peer=sock.remote,
-            cookie=sock.cookie or 0,
-            superseded=cand.superseded,
-            idle_seconds=idle,
-            answered=answered,
-            reason=reason,
-            before=before,
-            after=after,
-            unit=cand.unit,
-            pod=cand.pod,
-        )

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from tcpwatchd.actions.allow import parse_allowlist
 from tcpwatchd.actions.probe_types import Action, ProbeSettings, Result
 from tcpwatchd.actions.prober import Prober
-from tcpwatchd.actions.sockops import SystemOps
+from tcpwatchd.actions.system_ops import SystemOps
+from tcpwatchd.allowlist import parse_allowlist
 from tests.support.netns import NetNS, stop, veth
 from tests.support.probe_scene import Server, candidates, client, drive, dump_in, resolved, results
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import sys
 import time
 
-from tcpwatchd.actions.allow import parse_allowlist
 from tcpwatchd.actions.probe_types import Candidate, ProbeSettings
 from tcpwatchd.actions.prober import Prober
-from tcpwatchd.actions.sockops import SystemOps
+from tcpwatchd.actions.system_ops import SystemOps
+from tcpwatchd.allowlist import parse_allowlist
 from tcpwatchd.model import TcpState
 from tcpwatchd.sources.sockdiag import SockDiagReader
 

@@ -10,11 +10,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
-from tcpwatchd.actions.allow import AllowKind, AllowRule, first_match, parse_allowlist, parse_rule
 from tcpwatchd.actions.outcome import Refusal, refusal_for
-from tcpwatchd.actions.probe_metrics import probe_families
 from tcpwatchd.actions.probe_types import ProbeSummary, Result
-from tcpwatchd.actions.sockops import destroy_request
+from tcpwatchd.actions.sockdestroy import destroy_request
+from tcpwatchd.allowlist import AllowKind, AllowRule, first_match, parse_allowlist, parse_rule
+from tcpwatchd.model import ProcessLabels
+from tcpwatchd.outputs.probe_metrics import probe_families
+from tcpwatchd.outputs.series import SeriesLabels
 
 
 @pytest.mark.parametrize(
@@ -90,22 +92,45 @@ def test_errnos_become_typed_refusals(err: int, refusal: Refusal, hint: str) -> 
 
 
 class _Families(Collector):
-    def __init__(self, summary: ProbeSummary) -> None:
+    def __init__(self, summary: ProbeSummary, series: SeriesLabels) -> None:
         self.summary = summary
+        self.series = series
 
     def collect(self):  # type: ignore[no-untyped-def]
-        return probe_families(self.summary)
+        return probe_families(self.summary, self.series)
 
 
-def test_metric_families() -> None:
-    summary = ProbeSummary.frozen(
-        {("redis-server", Result.DEAD): 2, ("redis-server", Result.ALIVE): 1}, {"redis-server": 1},
-        {"redis-server": 1}, 0, {},
+REDIS = ProcessLabels("redis-server")
+API_A = ProcessLabels("api", "shop", "api-a", "app")
+API_B = ProcessLabels("api", "shop", "api-b", "app")
+
+
+def _summary() -> ProbeSummary:
+    return ProbeSummary.frozen(
+        {(REDIS, Result.DEAD): 2, (REDIS, Result.ALIVE): 1, (API_A, Result.DEAD): 1, (API_B, Result.DEAD): 3},
+        {REDIS: 1}, {REDIS: 1, API_B: 2}, 0, {},
     )  # fmt: skip
+
+
+def test_metric_families_carry_the_series_labels() -> None:
     registry = CollectorRegistry()
-    registry.register(_Families(summary))
+    registry.register(_Families(_summary(), SeriesLabels(workload=True)))
     get = registry.get_sample_value
+    host = {"process": "redis-server", "namespace": "", "pod": "", "container": ""}
+    assert get("tcpwatchd_phantom_probes_total", {**host, "result": "dead"}) == 2
+    assert get("tcpwatchd_phantom_probes_total", {**host, "result": "unreachable"}) == 0
+    assert get("tcpwatchd_proven_phantom_connections", host) == 1
+    assert get("tcpwatchd_reaped_connections_total", host) == 1
+    pod_b = {"process": "api", "namespace": "shop", "pod": "api-b", "container": "app"}
+    assert get("tcpwatchd_phantom_probes_total", {**pod_b, "result": "dead"}) == 3
+    assert get("tcpwatchd_proven_phantom_connections", pod_b) == 2
+    assert get("tcpwatchd_reaped_connections_total", pod_b) == 0
+
+
+def test_metric_families_merge_pods_when_workload_labels_are_off() -> None:
+    registry = CollectorRegistry()
+    registry.register(_Families(_summary(), SeriesLabels(workload=False)))
+    get = registry.get_sample_value
+    assert get("tcpwatchd_phantom_probes_total", {"process": "api", "result": "dead"}) == 4
+    assert get("tcpwatchd_proven_phantom_connections", {"process": "api"}) == 2
     assert get("tcpwatchd_phantom_probes_total", {"process": "redis-server", "result": "dead"}) == 2
-    assert get("tcpwatchd_phantom_probes_total", {"process": "redis-server", "result": "unreachable"}) == 0
-    assert get("tcpwatchd_proven_phantom_connections", {"process": "redis-server"}) == 1
-    assert get("tcpwatchd_reaped_connections_total", {"process": "redis-server"}) == 1

@@ -7,15 +7,16 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from tcpwatchd.actions.allow import parse_allowlist
 from tcpwatchd.actions.outcome import Failure, Refusal
 from tcpwatchd.actions.probe_types import Action, Candidate, ProbeSettings, Result
 from tcpwatchd.actions.prober import Prober
 from tcpwatchd.actions.sockops import KeepaliveOptions, SocketStatus, Target
-from tcpwatchd.model import Family, Socket, TcpInfo, TcpState, TimerKind
+from tcpwatchd.allowlist import parse_allowlist
+from tcpwatchd.model import Family, ProcessLabels, Socket, TcpInfo, TcpState, TimerKind
 
 ORIGINAL = KeepaliveOptions(False, 7200, 75, 9)
 PID, INODE, COOKIE = 812, 5000, 77
+REDIS = ProcessLabels("redis-server")
 
 
 def _sock(
@@ -105,7 +106,7 @@ def test_an_ack_after_arming_is_alive_and_the_options_are_restored() -> None:
     (event,) = step.events
     assert event.result is Result.ALIVE and event.after == ORIGINAL and "ACK 400 ms ago" in event.answered
     assert ops.options[PID, INODE] == ORIGINAL
-    assert step.summary.probes_total == {("redis-server", Result.ALIVE): 1} and step.summary.in_flight == 0
+    assert step.summary.probes_total == {(REDIS, Result.ALIVE): 1} and step.summary.in_flight == 0
 
 
 def test_an_ack_older_than_the_probe_is_not_an_answer() -> None:
@@ -129,10 +130,10 @@ def test_budget_unanswered_is_unreachable_restored_or_reaped(
     assert ("destroy" in ops.calls) is destroyed
     assert [e.action for e in step.events[1:]] == ([Action.DESTROYED] if destroyed else [])
     if destroyed:
-        assert step.summary.reaped_total == {"redis-server": 1} and (PID, INODE) not in ops.options
+        assert step.summary.reaped_total == {REDIS: 1} and (PID, INODE) not in ops.options
     else:
         assert ops.options[PID, INODE] == ORIGINAL and step.events[0].after == ORIGINAL
-        assert step.summary.proven == {"redis-server": 1}
+        assert step.summary.proven == {REDIS: 1}
         assert prober.step(105.0, [], {}).summary.proven == {}  # gone: forgotten
 
 
@@ -154,7 +155,7 @@ def test_closed_by_the_kernel_while_still_held_is_dead_and_counted_while_held() 
     (event,) = step.events
     assert event.result is Result.DEAD and "RST" in event.answered and event.after is None
     assert ops.options[PID, INODE] == prober.settings.armed  # a closed socket is not touched again
-    assert step.summary.proven == {"redis-server": 1}
+    assert step.summary.proven == {REDIS: 1}
     del ops.options[PID, INODE]  # the application finally closed it
     assert prober.step(103.0, [], {}).summary.proven == {}
     assert prober.watching() == frozenset()
