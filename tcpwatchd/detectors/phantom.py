@@ -148,6 +148,7 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
         findings=phantoms.findings + suspects.findings,
         degraded=degraded,
         counts=MappingProxyType({**phantoms.counts, **suspects.counts}),
+        rows=MappingProxyType({**phantoms.rows, **suspects.rows}),  # what probing starts from
     )
 
 

@@ -63,11 +63,13 @@ def probe_fields(event: ProbeEvent) -> dict[str, object]:
 def _describe(event: ProbeEvent) -> str:
     """The message: the event's own sentence, then the options (control characters in a hostile process
     name are escaped by the log handlers, tcpwatchd/logs.py)."""
-    text = event.message()
-    before, after = options_text(event.before), options_text(event.after)
-    if before or after:
-        text += f" [before: {before or '?'}; after: {after or '?'}]"
-    return text
+    message = event.message()
+    parts = [
+        f"{when}: {text}"
+        for when, text in (("before", options_text(event.before)), ("after", options_text(event.after)))
+        if text
+    ]
+    return f"{message} [{'; '.join(parts)}]" if parts else message
 
 
 class ProbeLog:
