@@ -19,7 +19,7 @@ from itertools import compress
 from tcpwatchd.actions.probe_types import Candidate, ProbeEvent, ProbeOps, ProbeSettings, ProbeSummary
 from tcpwatchd.actions.prober import Prober
 from tcpwatchd.actions.system_ops import SystemOps
-from tcpwatchd.detectors.base import Kind, Probed
+from tcpwatchd.detectors.base import Kind, Probed, Proof
 from tcpwatchd.detectors.phantom import IDLE_SUSPECT, PHANTOM, SPEC, PhantomConfig
 from tcpwatchd.model import Socket
 from tcpwatchd.report import Report
@@ -79,8 +79,10 @@ class ProbeStage:
             return ProbeStep(events, ProbeSummary.frozen({}, {}, {}, 0, {})) if events else None
         if tracked.snapshot.source != COOKIE_SOURCE:
             return ProbeStep(events, prober.summary({"no_cookies": 1}))
-        watched = prober.watching()
-        done = prober.step(tracked.now, candidates(tracked, report, watched), observations(tracked, watched))
+        # In flight or proven dead/unreachable: the prober would refuse them; alive ones may be due again.
+        settled = frozenset(c for c, v in prober.verdicts().items() if v.proof is not Proof.ALIVE)
+        found = candidates(tracked, report, settled)
+        done = prober.step(tracked.now, found, observations(tracked, prober.watching()))
         return ProbeStep(events + done.events, done.summary)
 
     def close(self) -> tuple[ProbeEvent, ...]:
@@ -93,7 +95,7 @@ class ProbeStage:
 
 def candidates(tracked: TrackedPoll, report: Report, skip: frozenset[int] = frozenset()) -> list[Candidate]:
     """The phantoms and idle suspects of this poll with a cookie and an owner, except cookies in `skip`
-    (already probed or being probed: the prober would refuse them anyway)."""
+    (being probed, or proven for good: the prober would refuse them anyway)."""
     table = tracked.snapshot.sockets
     keys = table.column("key")
     out: list[Candidate] = []
