@@ -14,6 +14,7 @@ from tcpwatchd.actions.probe_types import Action, ProbeSettings, Result
 from tcpwatchd.actions.prober import Prober
 from tcpwatchd.actions.system_ops import SystemOps
 from tcpwatchd.allowlist import parse_allowlist
+from tcpwatchd.model import ProcessLabels
 from tests.support.netns import NetNS, stop, veth
 from tests.support.probe_scene import Server, candidates, client, drive, dump_in, resolved, results
 
@@ -99,7 +100,7 @@ def test_live_idle_client_is_alive_and_never_notices_and_allowlist_holds() -> No
         events = drive(prober, srv, lambda socks: pick_a(socks) + pick_d(socks))
         assert results(events) == [Result.ALIVE], events
         assert {e.process for e in events} == {"pb-allowed"}
-        assert prober.summary().probes_total == {("pb-allowed", Result.ALIVE): 1}
+        assert prober.summary().probes_total == {(ProcessLabels("pb-allowed"), Result.ALIVE): 1}
         for s in (allowed, denied):
             assert s.ask("opts") == before[s.name]
             assert set(s.ask("recv").values()) == {"again"}  # no error, no data
