@@ -20,6 +20,7 @@ from tcpwatchd.config import Config, ConfigError, load_config
 from tcpwatchd.logs import setup_logging
 from tcpwatchd.outputs.announce import Announcer
 from tcpwatchd.outputs.api import API_PATH, api_handler
+from tcpwatchd.outputs.probe_log import ProbeLog
 from tcpwatchd.outputs.prometheus import DurationHistogram, LatestPoll, TcpwatchdCollector
 from tcpwatchd.poller import Poller, PollResult
 from tcpwatchd.pollerrors import PollErrors
@@ -88,6 +89,7 @@ class Daemon:
         self._server.route(API_PATH, api_handler(self._latest))  # same listener, TLS and auth as /metrics
         self._poller = Poller(cfg)
         self._announcer = Announcer()
+        self._probe_log = ProbeLog()
 
     def run(self) -> int:
         self._signals.install()
@@ -108,6 +110,7 @@ class Daemon:
             self._loop()
         finally:
             self._notifier.send("STOPPING=1")
+            self._restore_probes()
             self._server.close()
             self._notifier.close()
         log.info("stopped")
@@ -145,10 +148,19 @@ class Daemon:
         self._poll_errors.succeeded()
         try:
             self._announcer.announce(result.report)
+            if result.probes is not None:
+                self._probe_log.log(result.probes.events)
         except Exception as e:  # a log sink that raises must not stop the metrics
             self._poll_errors.failed("announce", e)
         self._durations.observe(result.duration_seconds)
         self._latest.publish(result.retained())
+
+    def _restore_probes(self) -> None:
+        """Put back the keepalive options of every probe in flight (docs/probing.md), and log it."""
+        try:
+            self._probe_log.log(self._poller.close())
+        except Exception as e:  # stopping must finish whatever a restore or a log sink raises
+            log.error("restoring the probes in flight failed: %s", e)
 
     def _reload(self) -> bool:
         self._notifier.send(

@@ -1,4 +1,4 @@
-"""One poll, end to end: snapshot -> tracker -> detectors -> report (+ the sysctl audit).
+"""One poll, end to end: snapshot -> tracker -> detectors -> report (+ the sysctl audit, + probing).
 
 The poller owns the only long-lived state (the tracker's history and the owner cache); everything it
 returns is frozen, so the outputs (metrics, journal, CLI) read a finished `PollResult` and never do I/O.
@@ -12,7 +12,10 @@ import gc
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
+from tcpwatchd.actions.probe_types import ProbeEvent
+from tcpwatchd.actions.probing import ProbeStage, ProbeStep
 from tcpwatchd.config import Config
 from tcpwatchd.detectors.registry import registered
 from tcpwatchd.model import ProcessLabels, SourceStatus
@@ -36,6 +39,7 @@ class PollResult:
     socket_counts: Mapping[tuple[str, ProcessLabels], int]  # (state label, process) -> sockets
     number: int = 0  # 1 for the poller's first poll
     interval_seconds: float = 0.0  # the configured poll interval when it ran
+    probes: ProbeStep | None = None  # what probing did ([detect.phantom] probe); None when it is off
 
     @property
     def snapshot(self) -> Snapshot:
@@ -51,7 +55,8 @@ class PollResult:
         Everything /metrics renders is here (counts, report, sources, counters); the table is the bulk
         of a poll's memory (the raw dump), and keeping it would hold two polls' worth during the next."""
         snapshot = replace(self.tracked.snapshot, sockets=SocketTable())
-        return replace(self, tracked=replace(self.tracked, snapshot=snapshot))
+        report = replace(self.report, rows=MappingProxyType({}))  # rows of the dropped table
+        return replace(self, tracked=replace(self.tracked, snapshot=snapshot), report=report)
 
 
 # A poll allocates about ten objects per socket, all acyclic (frozen dataclasses, tuples, strings), which
@@ -101,6 +106,7 @@ class Poller:
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
         self._carry = Carry()
+        self._probing = ProbeStage(cfg.detect, proc_root=proc_root)
 
     @property
     def config(self) -> Config:
@@ -113,6 +119,11 @@ class Poller:
         self._rules = Rules.of(cfg)
         self._tracker.set_history(_history_seconds(cfg, self._rules))
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=self._proc_root)
+        self._probing.reconfigure(cfg.detect)
+
+    def close(self) -> tuple[ProbeEvent, ...]:
+        """At shutdown: put back the keepalive options of every probe in flight; the events to log."""
+        return self._probing.close()
 
     def poll(self) -> PollResult:
         self._polls += 1
@@ -126,7 +137,10 @@ class Poller:
         tracked = self._tracker.update(snapshot)
         sysctl, status = self._sysctl()
         values = sysctl.values() if sysctl is not None else None
-        report = build_report(tracked, self._cfg.detect, values, rules=self._rules)
+        report = build_report(
+            tracked, self._cfg.detect, values, rules=self._rules, probed=self._probing.verdicts()
+        )
+        probes = self._probing.step(tracked, report)
         counts = count_by_state_and_process(snapshot)
         self._carry = snapshot.carry()
         return PollResult(
@@ -138,6 +152,7 @@ class Poller:
             socket_counts=counts,
             number=self._polls,
             interval_seconds=self._cfg.daemon.poll_interval_seconds,
+            probes=probes,
         )
 
     def _sysctl(self) -> tuple[SysctlReport | None, SourceStatus | None]:

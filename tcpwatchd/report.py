@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from tcpwatchd.detectors.base import Context, Finding, Kind, Outcome
+from tcpwatchd.detectors.base import Context, Finding, Kind, Outcome, Probed
 from tcpwatchd.detectors.registry import DetectorSpec, registered
 from tcpwatchd.model import ProcessLabels
 from tcpwatchd.rules import Rules, Run
@@ -59,6 +59,8 @@ class Report:
     processes: tuple[ProcessSummary, ...]  # every process with sockets or findings, sorted by labels
     opened_totals: Mapping[ProcessLabels, int]  # connections opened since tcpwatchd started
     detectors: tuple[DetectorRun, ...]  # the enabled detectors, in registry order
+    # kind -> every row of this poll's table it was found on (Outcome.rows): for actions, this poll only
+    rows: Mapping[Kind, Sequence[int]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def degraded(self) -> tuple[DetectorRun, ...]:
@@ -78,12 +80,17 @@ def build_report(
     sysctl_values: Mapping[str, int] | None = None,
     detectors: Sequence[DetectorSpec[Any]] | None = None,
     rules: Rules | None = None,
+    probed: Mapping[int, Probed] | None = None,
 ) -> Report:
     """Run every enabled detector on one poll. `sysctl_values` are keyed by dotted name;
     `detectors` defaults to the registry; `rules` are the config's `[[override]]`s and `[ignore]`
-    (tcpwatchd/rules.py): a detector then runs once per settings group, each on its group's sockets."""
-    ctx = Context(sysctl=MappingProxyType(dict(sysctl_values or {})))
+    (tcpwatchd/rules.py): a detector then runs once per settings group, each on its group's sockets;
+    `probed` are the probe verdicts by socket cookie."""
+    ctx = Context(
+        sysctl=MappingProxyType(dict(sysctl_values or {})), probed=MappingProxyType(dict(probed or {}))
+    )
     codes = rules.row_codes(tracked) if rules is not None and rules.active else None
+    rows: dict[Kind, list[int]] = {}
     runs: list[DetectorRun] = []
     findings: list[Finding] = []
     counts: dict[ProcessLabels, dict[Kind, int]] = {}
@@ -104,6 +111,8 @@ def build_report(
         runs.append(_merge_runs(spec.name, [run for run, _ in done]))
         for p, (_, outcome) in zip(passes, done, strict=True):
             findings.extend(replace(f, rule=p.rule) if p.rule else f for f in outcome.findings)
+            for kind, kind_rows in outcome.rows.items():  # each pass judges its own group's rows
+                rows.setdefault(kind, []).extend(kind_rows)
             _add(counts, values, outcome)
     findings.sort(key=lambda f: (order.get(f.kind, len(order)), f.process, f.local, f.remote))
     return Report(
@@ -111,6 +120,7 @@ def build_report(
         processes=_summaries(tracked, counts, values),
         opened_totals=tracked.opened_totals,
         detectors=tuple(runs),
+        rows=MappingProxyType(rows),
     )
 
 

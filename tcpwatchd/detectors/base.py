@@ -7,6 +7,7 @@ A detector is a pure function of the tracker's view, its own config section and 
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -121,14 +122,38 @@ class Outcome:
     counts: Mapping[tuple[Kind, ProcessLabels], int] = field(default_factory=lambda: MappingProxyType({}))
     degraded: str = ""
     values: Mapping[str, Mapping[ProcessLabels, float]] = field(default_factory=_nothing)
+    # Every row of this poll's socket table each kind was found on, listed or not (`mass_outcome` fills
+    # it): what an action on the findings (probing, tcpwatchd/actions) starts from. Valid for this poll's
+    # table only.
+    rows: Mapping[Kind, Sequence[int]] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class Proof(enum.Enum):
+    """What an active probe of a connection says so far (docs/probing.md)."""
+
+    PROBING = "probing"  # a keepalive is armed by tcpwatchd, no verdict yet
+    ALIVE = "alive"  # the peer acknowledged a probe
+    DEAD = "dead"  # the peer answered with RST
+    UNREACHABLE = "unreachable"  # the probe budget went unanswered
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    """One connection's probe verdict, as data for the detectors: `at` is the monotonic time of the poll
+    that armed (PROBING) or settled it, on the clock of `TrackedPoll.now`."""
+
+    proof: Proof
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a detector may read besides the tracker and its own section: the sysctl values of this poll
-    (dotted names; empty when [sysctl] mode is "off")."""
+    (dotted names; empty when [sysctl] mode is "off"), and the probe verdicts by socket cookie (empty
+    unless [detect.phantom] probe is on)."""
 
     sysctl: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    probed: Mapping[int, Probed] = field(default_factory=lambda: MappingProxyType({}))
 
 
 # A host can hold tens of thousands of sockets in one condition (every connection without keepalive, a
@@ -201,7 +226,11 @@ def mass_outcome(
     names = owner_labels(tracked, rows)
     counts = {(kind, name): n for name, n in Counter(names).items()}
     listed = listed_rows(names, rows)
-    return Outcome(findings=tuple(finding(row) for row in listed), counts=MappingProxyType(counts))
+    return Outcome(
+        findings=tuple(finding(row) for row in listed),
+        counts=MappingProxyType(counts),
+        rows=MappingProxyType({kind: rows}) if rows else MappingProxyType({}),
+    )
 
 
 def connection_finding(

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from tcpwatchd import __version__
 from tcpwatchd.model import ProcessLabels
 from tcpwatchd.outputs.detector_metrics import detector_metrics
+from tcpwatchd.outputs.probe_metrics import probe_families
 from tcpwatchd.outputs.series import SeriesLabels
 from tcpwatchd.outputs.sysctl_metrics import sysctl_metrics
 from tcpwatchd.poller import PollResult
@@ -125,6 +126,8 @@ class TcpwatchdCollector(Collector):
         yield from detector_metrics(result.report, self.series)
         if result.sysctl is not None:
             yield from sysctl_metrics(result.sysctl)
+        if result.probes is not None:
+            yield from probe_families(result.probes.summary, self.series)
 
 
 def sockets_metric(result: PollResult, series: SeriesLabels | None = None) -> GaugeMetricFamily:

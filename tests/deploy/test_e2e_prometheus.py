@@ -30,6 +30,7 @@ from tests.support.e2e_scene import (
     LEAKED,
     LEAKY,
     PHANTOMS,
+    PROBED,
     PROMPT,
     SENDER,
     STORMED,
@@ -37,6 +38,7 @@ from tests.support.e2e_scene import (
     UP_SINK,
     leak_close_wait,
     phantom,
+    probed_idle,
     rst_on_close,
     start_servers,
     start_tcpwatchd,
@@ -76,6 +78,7 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusAPI]:
         unresponsive_peer(sink, sink_link)
         rst_on_close(srv, api, rst_server)
         phantom(srv, api, stack)
+        probed_idle(srv)
         yield api
 
 
@@ -203,6 +206,10 @@ EXPECTED = {
     # namespace): the host decides, and the alert test holds the alert to the same gauge.
     "Source health/B": shows(">= 0"),
     "Time since last poll/A": shows(">= 0", instance=INSTANCE),
+    # Probing: pb-idle's quiet client answers every probe (alive), so nothing is proven or reaped.
+    "Phantom probes (proven)/A": shows("== 0", process=PROBED),
+    "Phantom probes (proven)/B": shows("> 0", result="alive"),
+    "Phantom probes (proven)/C": shows("== 0", process=PROBED),
 }
 
 

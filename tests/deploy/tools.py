@@ -38,6 +38,15 @@ CONTRACT_METRICS = frozenset(
         "tcpwatchd_attribution_partial",
     }
 )
+# Issue 14's contract: probing phantoms ([detect.phantom] probe).
+PROBE_METRICS = frozenset(
+    {
+        "tcpwatchd_phantom_probes_total",
+        "tcpwatchd_proven_phantom_connections",
+        "tcpwatchd_reaped_connections_total",
+    }
+)
+CONTRACT_METRICS |= PROBE_METRICS
 HISTOGRAMS = frozenset({"tcpwatchd_poll_duration_seconds"})
 # Metrics with a `process` label: alerts on them must name the process.
 PROCESS_METRICS = frozenset(
@@ -54,6 +63,7 @@ PROCESS_METRICS = frozenset(
         "tcpwatchd_unresponsive_peer_connections",
     }
 )
+PROCESS_METRICS |= PROBE_METRICS
 
 _METRIC = re.compile(r"(?<![\w:$])(tcpwatchd_\w+)")
 

@@ -37,6 +37,7 @@ PH_SERVER, PH_CLIENT = "198.18.1.1", "198.18.1.2"
 UP_LOCAL, UP_SINK = "198.18.5.1", "198.18.5.2"
 
 # Thresholds a few polls long, so every finding appears within seconds; the storm window outlasts the test.
+PROBED = "pb-idle"  # the probed service ([detect.phantom] probe = "verify")
 CONFIG = f"""
 [daemon]
 poll_interval_seconds = 1
@@ -47,6 +48,9 @@ port = {PORT}
 min_age_seconds = 2
 [detect.phantom]
 idle_seconds = 2
+probe = "verify"
+probe_allow = ["process:{PROBED}"]
+probe_budget = 3
 [detect.reconnect_storm]
 window_seconds = 300
 min_new_connections = 8
@@ -100,11 +104,17 @@ def start_servers(ns: NetNS, sink: NetNS) -> subprocess.Popen[str]:
     _server(ns, "127.0.0.1", 7200, "reject", STORMED)
     _server(ns, "0.0.0.0", 7100, "echo", PHANTOMS)
     _server(sink, "0.0.0.0", 7500, "drain", "up-sink")
+    _server(ns, "127.0.0.1", 7600, "echo", PROBED)
     wait_line(ns.python("-c", _SENDER, UP_SINK, "7500", SENDER), "READY")
     rst, _ = workload(
         ns, "server", "--host", "127.0.0.1", "--port", "7400", "--mode", "hold", "--name", "rst-server"
     )
     return rst
+
+
+def probed_idle(ns: NetNS) -> None:
+    """One quiet, live client of pb-idle, the only process probing may touch: proven alive, every time."""
+    workload(ns, "client", "127.0.0.1", "7600", "--hello", "--name", "pb-client")
 
 
 def leak_close_wait(ns: NetNS) -> None:

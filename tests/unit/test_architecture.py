@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.sdnotify": 0,
     "tcpwatchd.saferead": 0,
     "tcpwatchd.rules_config": 0,
+    "tcpwatchd.allowlist": 0,  # pure rule parsing: config validates [detect.phantom] probe_allow with it
     "tcpwatchd.columns": 1,
     "tcpwatchd.table": 1,
     "tcpwatchd.snapshot": 2,
