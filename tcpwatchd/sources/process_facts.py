@@ -92,7 +92,8 @@ class ProcessFactsCache:
 
     def facts(self, procs: Iterable[ProcessRef]) -> dict[int, ProcessFacts]:
         """pid -> facts for each named process we could read (now or within refresh_seconds)."""
-        now, old, kept = self._clock(), self._entries, {}
+        now, old = self._clock(), self._entries
+        kept: dict[ProcessRef, tuple[float, ProcessFacts]] = {}
         out: dict[int, ProcessFacts] = {}
         refreshed = failed = 0
         for ref in procs:
