@@ -22,7 +22,8 @@ from collections.abc import Callable, Container
 
 from tcpwatchd.errors import ParseError, SourceUnavailable
 from tcpwatchd.sources.destroy_parse import Aggregator, DestroyBatch, parse_destroy
-from tcpwatchd.sources.sockdiag_parse import DecodeCache, NetlinkError
+from tcpwatchd.sources.netlink import NetlinkError
+from tcpwatchd.sources.sockdiag_msg import DecodeCache
 
 NETLINK_SOCK_DIAG = 4  # include/uapi/linux/netlink.h
 SOL_NETLINK = 270  # include/linux/socket.h

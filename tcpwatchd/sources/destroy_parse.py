@@ -20,16 +20,8 @@ from types import MappingProxyType
 
 from tcpwatchd.errors import ParseError
 from tcpwatchd.model import Family, Socket, TcpState
-from tcpwatchd.sources.sockdiag_parse import (
-    DIAG_MSG_END,
-    INET_DIAG_INFO,
-    NLA_TYPE_MASK,
-    NLATTR,
-    NLMSGHDR,
-    DecodeCache,
-    NetlinkError,
-    decode_into,
-)
+from tcpwatchd.sources.netlink import NLA_TYPE_MASK, NLATTR, NLMSGHDR, NetlinkError
+from tcpwatchd.sources.sockdiag_msg import DIAG_MSG_END, INET_DIAG_INFO, DecodeCache, decode_into
 
 # struct tcp_info (include/uapi/linux/tcp.h): after tcpi_total_retrans (ends at 104) come
 # tcpi_pacing_rate and tcpi_max_pacing_rate (u64), then tcpi_bytes_acked (u64, offset 120),

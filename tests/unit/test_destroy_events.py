@@ -16,14 +16,8 @@ from tcpwatchd.sources.destroy_parse import (
     parse_destroy,
     side_of,
 )
-from tcpwatchd.sources.sockdiag_parse import (
-    DIAG_MSG_END,
-    INET_DIAG_INFO,
-    NLATTR,
-    NLMSGHDR,
-    DecodeCache,
-    NetlinkError,
-)
+from tcpwatchd.sources.netlink import NLATTR, NLMSGHDR, NetlinkError
+from tcpwatchd.sources.sockdiag_msg import DIAG_MSG_END, INET_DIAG_INFO, DecodeCache
 
 NETLINK = Path(__file__).resolve().parents[1] / "fixtures" / "netlink"
 
