@@ -102,7 +102,10 @@ class DestroySubscriber:
         rcvbuf: int = RCVBUF_WANTED,
         max_messages: int = MAX_MESSAGES,
         max_keys: int = MAX_KEYS,
+        netns: int = 0,
     ) -> None:
+        """`factory` opens the netlink socket in the namespace to watch; `netns` is that namespace's
+        id in the socket table (Socket.netns: 0 for tcpwatchd's own), carried by every CloseKey."""
         try:
             sock = factory()
         except OSError as e:  # EPERM (seccomp), EAFNOSUPPORT / EPROTONOSUPPORT (no netlink, no sock_diag)
@@ -113,7 +116,7 @@ class DestroySubscriber:
             sock.close()
             raise
         self._sock = sock
-        self._max_messages, self._max_keys = max_messages, max_keys
+        self._max_messages, self._max_keys, self.netns = max_messages, max_keys, netns
         self._buf = bytearray(RECV_SIZE)
         self._drops = kernel_drops(sock) or 0
 
@@ -134,7 +137,7 @@ class DestroySubscriber:
         """Read what is queued (at most max_messages), aggregated. `listening`: the local ports of the
         LISTEN sockets (they decide the side); `seen`: the cookies the tracker knows (the sockets of the
         last two dumps), so that `unseen` counts the connections no poll saw."""
-        agg = Aggregator(listening, seen, self._max_keys)
+        agg = Aggregator(listening, seen, self._max_keys, self.netns)
         cache, view, recv = DecodeCache(), memoryview(self._buf), self._sock.recv_into
         skipped = overruns = reads = 0
         while reads < self._max_messages:

@@ -12,13 +12,13 @@ closed listener come with remote port 0 (all measured on 6.18, tests/fixtures/ne
 
 from __future__ import annotations
 
-import enum
 import struct
-from collections.abc import Container, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Container
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from tcpwatchd.errors import ParseError
+from tcpwatchd.facts import CloseCounts, CloseKey, DestroyBatch, Side
 from tcpwatchd.model import Family, Socket, TcpState
 from tcpwatchd.sources.netlink import NLA_TYPE_MASK, NLATTR, NLMSGHDR, NetlinkError
 from tcpwatchd.sources.sockdiag_msg import DIAG_MSG_END, INET_DIAG_INFO, DecodeCache, decode_into
@@ -109,13 +109,6 @@ def tcp_totals(data: bytes | memoryview, start: int, end: int) -> TcpTotals | No
     return None
 
 
-class Side(enum.Enum):
-    """Which end of a connection the destroyed socket was on this host."""
-
-    ACCEPTED = "accepted"  # a listener's accepted socket: `port` is the local (service) port
-    OUTGOING = "outgoing"  # a socket this host connected from: `port` is the remote (service) port
-
-
 def side_of(local_port: int, remote_port: int, listening: Container[int]) -> Side:
     """ACCEPTED when the local port is a listening port; OUTGOING when the remote one is (a loopback
     client) or neither is and the remote port is the lower (the service port, below the ephemeral range).
@@ -130,54 +123,13 @@ def side_of(local_port: int, remote_port: int, listening: Container[int]) -> Sid
     return Side.OUTGOING if remote_port <= local_port else Side.ACCEPTED
 
 
-@dataclass(frozen=True, slots=True)
-class CloseKey:
-    """Connections grouped the way the storm detector counts them: one peer address and one service
-    port, the peer's own port ignored (a reconnecting client takes a new one each time).
-
-    For ACCEPTED, `port` is the local port (attribute it to the listener's owner); for OUTGOING it is
-    the remote port, and (local_address, peer_address, port) is the ephemeral-port destination.
-    """
-
-    side: Side
-    local_address: str
-    port: int
-    peer_address: str
-
-
-@dataclass(frozen=True, slots=True)
-class CloseCounts:
-    closed: int = 0  # sockets destroyed
-    unseen: int = 0  # of which no poll saw (cookie not in the caller's set): sub-poll connections
-    with_totals: int = 0  # of which carried tcp_info totals (the sums below are over these)
-    no_data: int = 0  # of which received no byte from the peer (tcpi_bytes_received == 0)
-    bytes_acked: int = 0
-    bytes_received: int = 0
-    segs_out: int = 0
-    segs_in: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class DestroyBatch:
-    """Everything one drain() read, aggregated; bounded by the key cap whatever the event rate."""
-
-    by_key: Mapping[CloseKey, CloseCounts] = field(default_factory=lambda: MappingProxyType({}))
-    by_state: Mapping[TcpState, int] = field(default_factory=lambda: MappingProxyType({}))
-    events: int = 0  # destroy events decoded (one per socket)
-    unconnected: int = 0  # of which had no peer port (a listener, a failed connect()): not keyed
-    overflow: CloseCounts = CloseCounts()  # events for keys beyond the cap, summed together
-    overflow_keys: int = 0  # events that found the key cap full (== overflow.closed)
-    skipped: int = 0  # messages we could not decode
-    lost: int = 0  # events the kernel dropped because our receive buffer was full (SK_MEMINFO_DROPS)
-    overruns: int = 0  # ENOBUFS reports (each one means at least one event lost)
-    more: bool = False  # the per-drain message cap was reached: the rest waits for the next drain
-
-
 class Aggregator:
     """Accumulates events into per-key counts, at most `max_keys` keys (the rest go to `overflow`)."""
 
-    def __init__(self, listening: Container[int], seen: Container[int], max_keys: int) -> None:
-        self._listening, self._seen, self._max_keys = listening, seen, max_keys
+    def __init__(
+        self, listening: Container[int], seen: Container[int], max_keys: int, netns: int = 0
+    ) -> None:
+        self._listening, self._seen, self._max_keys, self._netns = listening, seen, max_keys, netns
         self._keys: dict[CloseKey, list[int]] = {}
         self._overflow = [0] * 8
         self._states: dict[TcpState, int] = {}
@@ -191,7 +143,7 @@ class Aggregator:
             return
         side = side_of(ev.local_port, ev.remote_port, self._listening)
         port = ev.local_port if side is Side.ACCEPTED else ev.remote_port
-        key = CloseKey(side, ev.local_address, port, ev.remote_address)
+        key = CloseKey(side, ev.local_address, port, ev.remote_address, self._netns)
         counts = self._keys.get(key)
         if counts is None:
             if len(self._keys) >= self._max_keys:

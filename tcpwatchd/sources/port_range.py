@@ -6,25 +6,12 @@ inet_get_local_port_range, inet_is_local_reserved_port). Read them from the name
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tcpwatchd.errors import ParseError
+from tcpwatchd.facts import PortRange
 
 RANGE = "net/ipv4/ip_local_port_range"
 RESERVED = "net/ipv4/ip_local_reserved_ports"
 MAX_BYTES = 1 << 16  # the reserved list can be long ("1-65535" at worst is short, but a list is not)
-
-
-@dataclass(frozen=True, slots=True)
-class PortRange:
-    low: int
-    high: int  # inclusive
-    reserved: int = 0  # reserved ports inside [low, high]
-
-    @property
-    def usable(self) -> int:
-        """Local ports connect() can pick from for one destination."""
-        return max(0, self.high - self.low + 1 - self.reserved)
 
 
 def parse_port_range(text: str) -> tuple[int, int]:

@@ -15,16 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tcpwatchd.errors import ParseError
+from tcpwatchd.facts import ProcessFacts
 
 ProcessRef = tuple[int, float]  # (pid, start time): a recycled pid gets another start time
 LIMITS_MAX_BYTES = 8192  # the file is ~1.3 KB; read at most this much
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessFacts:
-    pid: int
-    open_fds: int
-    max_fds: int | None  # soft RLIMIT_NOFILE; None when "unlimited"
 
 
 def parse_max_open_files(text: str, path: str = "limits") -> int | None:

@@ -23,12 +23,15 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.logs": 0,
     "tcpwatchd.sdnotify": 0,
     "tcpwatchd.saferead": 0,
+    "tcpwatchd.facts": 0,
     "tcpwatchd.columns": 1,
     "tcpwatchd.table": 1,
     "tcpwatchd.snapshot": 2,
     "tcpwatchd.sources": 3,
     "tcpwatchd.sysctl": 3,
     "tcpwatchd.tracker": 4,
+    "tcpwatchd.openings": 4,  # the tracker's per-peer opening history
+    "tcpwatchd.fd_forecast": 4,  # the tracker's per-process fd history
     "tcpwatchd.detectors": 5,
     "tcpwatchd.report": 6,
     "tcpwatchd.sysctl.enforce": 7,  # an action: writes what the audit (layer 3) read
