@@ -22,6 +22,8 @@ class ProcessFacts:
     pid: int
     open_fds: int
     max_fds: int | None  # soft RLIMIT_NOFILE; None when "unlimited"
+    at: float = 0.0  # monotonic time the facts were read (a cached fact keeps its time)
+    start_time: float = 0.0  # the process's start time (Owner.start_time): with pid, its identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +89,23 @@ class DestroyBatch:
     lost: int = 0  # events the kernel dropped because our receive buffer was full (SK_MEMINFO_DROPS)
     overruns: int = 0  # ENOBUFS reports (each one means at least one event lost)
     more: bool = False  # the per-drain message cap was reached: the rest waits for the next drain
+
+
+POLLING = "polling"
+DESTROY_EVENTS = "destroy_events"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvents:
+    """How this poll learnt of connections that ended: the destroy events it drained, or polling alone.
+
+    The totals are since tcpwatchd started (counters); `error` says why events are not used.
+    """
+
+    mode: str = POLLING  # DESTROY_EVENTS or POLLING
+    batch: DestroyBatch | None = None  # this poll's drain; None when polling
+    events_total: int = 0
+    lost_total: int = 0  # dropped by the kernel for a full receive buffer
+    overruns_total: int = 0  # ENOBUFS reports
+    overflow_total: int = 0  # events beyond the per-drain key cap (counted, not keyed)
+    error: str = ""

@@ -77,3 +77,32 @@ def forecast(samples: Sequence[Sample], max_fds: int | None, min_samples: int = 
     if rate <= 0:
         return Forecast(rate, math.inf)
     return Forecast(rate, (max_fds - current) / rate)
+
+
+ProcessRef = tuple[int, float]  # (pid, start time): a recycled pid is another process
+
+
+class FdTrends:
+    """One FdHistory per process with sockets, fed the facts each poll; a gone process is dropped at
+    once (its samples mean nothing for a new process on the same pid), so memory ∝ live processes."""
+
+    def __init__(self, size: int = 64, window_seconds: float = 600.0) -> None:
+        self._size, self._window = size, window_seconds
+        self._histories: dict[ProcessRef, FdHistory] = {}
+        self._frozen: dict[ProcessRef, tuple[Sample, ...]] = {}
+
+    def update(self, samples: dict[ProcessRef, Sample]) -> dict[int, tuple[Sample, ...]]:
+        """Add each process's newest (time, open fds); returns pid -> its samples in the window."""
+        histories: dict[ProcessRef, FdHistory] = {}
+        frozen: dict[ProcessRef, tuple[Sample, ...]] = {}
+        out: dict[int, tuple[Sample, ...]] = {}
+        for ref, (at, fds) in samples.items():
+            history = self._histories.get(ref) or FdHistory(self._size, self._window)
+            kept = self._frozen.get(ref)
+            if not kept or at > kept[-1][0]:  # cached facts keep their time: nothing new to add
+                history.add(at, fds)
+                kept = tuple(history.window())
+            histories[ref], frozen[ref] = history, kept
+            out[ref[0]] = kept
+        self._histories, self._frozen = histories, frozen
+        return out

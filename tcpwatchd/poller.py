@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from tcpwatchd.config import Config
 from tcpwatchd.detectors.registry import registered
 from tcpwatchd.model import ProcessLabels, SourceStatus
+from tcpwatchd.openings import OpeningWindows
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.snapshot import Snapshot, count_by_state_and_process
 from tcpwatchd.sources.taker import Clock, SnapshotTaker
@@ -82,11 +83,21 @@ def _history_seconds(cfg: Config) -> float:
     return max(wanted, default=0.0) + 2 * cfg.daemon.poll_interval_seconds
 
 
+def _opening_windows(cfg: Config) -> OpeningWindows:
+    """The widest (window, baseline) an enabled detector asks the opening buckets to cover."""
+    asked = [spec.windows(cfg.detect) for spec in registered() if spec.enabled(cfg.detect)]
+    pairs = [w for w in asked if w is not None]
+    if not pairs:
+        return OpeningWindows(keep_seconds=_history_seconds(cfg))
+    window, baseline = max(w for w, _b in pairs), max(b for _w, b in pairs)
+    return OpeningWindows(window, baseline, _history_seconds(cfg))
+
+
 class Poller:
     def __init__(self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None) -> None:
         self._proc_root = proc_root
         self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock)
-        self._tracker = Tracker(history_seconds=_history_seconds(cfg))
+        self._tracker = Tracker(_history_seconds(cfg), _opening_windows(cfg))
         self._cfg = cfg
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
@@ -100,7 +111,7 @@ class Poller:
         """Apply a new, already validated config; history is kept."""
         self._cfg = cfg
         self._taker.reconfigure(cfg.daemon)
-        self._tracker.set_history(_history_seconds(cfg))
+        self._tracker.set_history(_history_seconds(cfg), _opening_windows(cfg))
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=self._proc_root)
 
     def poll(self) -> PollResult:

@@ -7,13 +7,13 @@ A detector is a pure function of the tracker's view, its own config section and 
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from tcpwatchd.model import NO_WORKLOAD, Owner, ProcessLabels, Socket
+from tcpwatchd.openings import peer_address as peer_address  # re-exported: detectors key peers with it
 from tcpwatchd.snapshot import row_labels
 from tcpwatchd.tracker import TrackedPoll
 
@@ -132,21 +132,6 @@ class Context:
 # CLOSE_WAIT leak at its height). The gauges count them all; each poll names at most this many per kind and
 # process (in socket table order), so that a poll, its log lines and `snapshot` stay readable and cheap.
 LISTED_PER_PROCESS = 20
-
-
-def peer_address(address: str) -> str:
-    """A peer address as one key whichever socket family carried it.
-
-    A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6 (RFC 4291 2.5.5.2):
-    '::ffff:198.18.0.2' -> '198.18.0.2'; other addresses are returned unchanged.
-    """
-    if not address.startswith("::ffff:"):
-        return address
-    try:
-        mapped = ipaddress.IPv6Address(address).ipv4_mapped
-    except ValueError:
-        return address
-    return str(mapped) if mapped is not None else address
 
 
 def endpoint(address: str, port: int | str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tcpwatchd.errors import ParseError
 from tcpwatchd.facts import ProcessFacts
@@ -95,7 +95,7 @@ class ProcessFactsCache:
             if entry is None or now - entry[0] >= self._refresh:
                 refreshed += 1
                 try:
-                    entry = (now, read_process_facts(ref[0], self._root))
+                    entry = (now, replace(read_process_facts(ref[0], self._root), at=now, start_time=ref[1]))
                 except (OSError, ParseError):
                     failed += 1  # gone, denied, or a limits file we cannot read: no facts this time
                     continue

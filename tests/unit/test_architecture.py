@@ -31,6 +31,8 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.sysctl": 3,
     "tcpwatchd.tracker": 4,
     "tcpwatchd.openings": 4,  # the tracker's per-peer opening history
+    "tcpwatchd.conncounts": 4,  # the tracker's connection counters
+    "tcpwatchd.rekey": 4,  # the tracker across a change of socket source
     "tcpwatchd.fd_forecast": 4,  # the tracker's per-process fd history
     "tcpwatchd.detectors": 5,
     "tcpwatchd.report": 6,
