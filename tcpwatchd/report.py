@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -58,6 +58,8 @@ class Report:
     processes: tuple[ProcessSummary, ...]  # every process with sockets or findings, sorted by labels
     opened_totals: Mapping[ProcessLabels, int]  # connections opened since tcpwatchd started
     detectors: tuple[DetectorRun, ...]  # the enabled detectors, in registry order
+    # connections closed since start
+    closed_totals: Mapping[ProcessLabels, int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def degraded(self) -> tuple[DetectorRun, ...]:
@@ -100,6 +102,7 @@ def build_report(
         processes=_summaries(tracked, counts, values),
         opened_totals=tracked.opened_totals,
         detectors=tuple(runs),
+        closed_totals=tracked.closed_totals,
     )
 
 

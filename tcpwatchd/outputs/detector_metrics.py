@@ -31,6 +31,7 @@ def detector_metrics(report: Report, series: SeriesLabels | None = None) -> list
             merged = series.merge((s.labels, float(s.count(kind.kind))) for s in report.processes)
             metrics.append(_gauge(kind.gauge, kind.help, series, merged))
     metrics.append(_opened(report, series))
+    metrics.append(_closed(report, series))
     metrics.extend(_detector_health(report))
     return metrics
 
@@ -45,10 +46,25 @@ def _gauge(name: str, help: str, series: SeriesLabels, values: dict[tuple[str, .
 def _opened(report: Report, series: SeriesLabels) -> CounterMetricFamily:
     family = CounterMetricFamily(
         "tcpwatchd_connections_opened",
-        'New connections first seen after tcpwatchd started, by owning process ("" when none held it yet).',
+        "New connections since tcpwatchd started (first seen in a poll, or opened and closed between two "
+        'polls when destroy events are available), by owning process ("" when none held it yet).',
         labels=series.names,
     )
     merged = series.merge((labels, float(n)) for labels, n in report.opened_totals.items())
+    for labels, total in sorted(merged.items()):
+        family.add_metric(list(labels), total)
+    return family
+
+
+def _closed(report: Report, series: SeriesLabels) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "tcpwatchd_connections_closed",
+        "Connections gone from the kernel's table since tcpwatchd started, sub-poll ones included when "
+        'destroy events are available, by owning process (the listener\'s owner for a server side; "" '
+        "when none is known).",
+        labels=series.names,
+    )
+    merged = series.merge((labels, float(n)) for labels, n in report.closed_totals.items())
     for labels, total in sorted(merged.items()):
         family.add_metric(list(labels), total)
     return family
