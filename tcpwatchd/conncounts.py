@@ -15,7 +15,7 @@ openings scatter over ephemeral ports and would make memory grow with connection
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import compress
 from types import MappingProxyType
 
@@ -124,3 +124,14 @@ def _listening(snap: Snapshot) -> frozenset[int]:
     table = snap.sockets
     ports = table.column("local_port")
     return frozenset(ports[row] for row in table.rows_in(TcpState.LISTEN))
+
+
+def attribute_to_listeners(snap: Snapshot, opened: list[Opened]) -> list[Opened]:
+    """Count an opening no process holds yet (still in the accept queue, or already TIME_WAIT on the
+    server side) under the process listening on its local port: that is who the peer connected to."""
+    listeners = listener_owners(snap)
+    out = []
+    for o in opened:
+        owner = listeners.get(o.local_port) if not o.pid else None
+        out.append(replace(o, owner=owner) if owner else o)
+    return out

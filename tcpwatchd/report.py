@@ -58,6 +58,10 @@ class Report:
     processes: tuple[ProcessSummary, ...]  # every process with sockets or findings, sorted by labels
     opened_totals: Mapping[ProcessLabels, int]  # connections opened since tcpwatchd started
     detectors: tuple[DetectorRun, ...]  # the enabled detectors, in registry order
+    # value key -> (process, port) -> value, for the per-port gauges (registry ValueGauge.per_port)
+    port_values: Mapping[str, Mapping[tuple[ProcessLabels, int], float]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     # connections closed since start
     closed_totals: Mapping[ProcessLabels, int] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -87,6 +91,7 @@ def build_report(
     counts: dict[ProcessLabels, dict[Kind, int]] = {}
     values: dict[ProcessLabels, dict[str, float]] = {}
     order: dict[str, int] = {}
+    port_values: dict[str, Mapping[tuple[ProcessLabels, int], float]] = {}
     for spec in registered() if detectors is None else detectors:
         for k in spec.kinds:
             order.setdefault(k.kind, len(order))
@@ -96,12 +101,14 @@ def build_report(
         runs.append(run)
         findings.extend(outcome.findings)
         _add(counts, values, outcome)
+        port_values.update(outcome.port_values)
     findings.sort(key=lambda f: (order.get(f.kind, len(order)), f.process, f.local, f.remote))
     return Report(
         findings=tuple(findings),
         processes=_summaries(tracked, counts, values),
         opened_totals=tracked.opened_totals,
         detectors=tuple(runs),
+        port_values=MappingProxyType(port_values),
         closed_totals=tracked.closed_totals,
     )
 

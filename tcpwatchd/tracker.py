@@ -26,12 +26,13 @@ from types import MappingProxyType
 from typing import Any
 
 from tcpwatchd.columns import UNCONNECTED, ConnKey, Key, four_tuple, object_key
-from tcpwatchd.conncounts import ConnectionCounts, Opened
+from tcpwatchd.conncounts import ConnectionCounts, Opened, attribute_to_listeners
 from tcpwatchd.fd_forecast import FdTrends, Sample
 from tcpwatchd.model import Owner, ProcessLabels, Socket, TcpState
 from tcpwatchd.openings import OpeningHistory, OpeningsView, OpeningWindows
 from tcpwatchd.rekey import rekeyed
-from tcpwatchd.snapshot import Snapshot, listener_owners
+from tcpwatchd.snapshot import Snapshot
+from tcpwatchd.table import SocketTable
 
 _ENDED = frozenset({TcpState.TIME_WAIT, TcpState.CLOSE})
 
@@ -70,6 +71,10 @@ class TrackedPoll:
     closed_totals: Mapping[ProcessLabels, int] = field(default_factory=lambda: MappingProxyType({}))
     fd_samples: Mapping[int, tuple[Sample, ...]] = field(default_factory=lambda: MappingProxyType({}))
     consumed: bool = True  # False: the socket sources failed, the tracks are the previous poll's
+    # kernel counter -> its rise since the previous poll that had it (absent on the first poll)
+    counter_deltas: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # connections with unread data whose application read some since the previous poll (slow readers)
+    reading: frozenset[Key] = frozenset()
 
     def track_of(self, sock: Socket) -> Track:
         return self.tracks[connection_key(sock)]
@@ -95,6 +100,9 @@ class Tracker:
         self._counts = ConnectionCounts(self._openings)
         self._fds = FdTrends()
         self._previous: Snapshot | None = None  # the last consumed poll
+        self._counters: Mapping[str, int] = {}
+        self._copied: dict[Key, int] = {}  # unread connections -> bytes the application has read
+        self._reading: frozenset[Key] = frozenset()
         self._poll = 0
         self._consumed = 0  # polls whose sockets were read (a poll whose socket sources failed is not)
 
@@ -128,17 +136,32 @@ class Tracker:
                 self._counts.count_gone(self._previous, gone)
             self._structure, self._unread = structure, unread
         if any(not o.pid for o in opened):
-            opened = _attribute_to_listeners(snap, opened)
+            opened = attribute_to_listeners(snap, opened)
+        self._note_reading(table)
         self._counts.count_openings(snap, opened)
         self._counts.count_events(snap, self._poll)
         self._consumed += 1
         self._previous = snap
         return self._view(snap, tuple(opened), closed, unchanged=unchanged, consumed=True)
 
+    def _note_reading(self, table: SocketTable) -> None:
+        """Which connections with unread data had bytes read by the application since the last poll:
+        tcpi_bytes_received less the unread bytes grew. Only rows with unread data: a handful."""
+        keys, got = table.column("key"), table.column("bytes_received")
+        rows = table.unread_rows()
+        copied = {keys[r]: got[r] - table.unread_bytes(r) for r in rows if got[r] >= 0}
+        before = self._copied
+        self._reading = frozenset(k for k, c in copied.items() if k in before and c > before[k])
+        self._copied = copied
+
     def _view(
         self, snap: Snapshot, opened: tuple[Opened, ...], closed: int, *, unchanged: bool, consumed: bool
     ) -> TrackedPoll:
         samples = {(f.pid, f.start_time): (f.at, f.open_fds) for f in snap.process_facts.values()}
+        counters, before = snap.kernel_counters, self._counters
+        deltas = {k: v - before[k] for k, v in counters.items() if k in before and v >= before[k]}
+        if counters:
+            self._counters = counters
         return TrackedPoll(
             snapshot=snap,
             poll=self._poll,
@@ -152,6 +175,8 @@ class Tracker:
             closed_totals=self._counts.closed(),
             fd_samples=MappingProxyType(self._fds.update(samples)),
             consumed=consumed,
+            counter_deltas=MappingProxyType(deltas),
+            reading=self._reading if consumed else frozenset(),
         )
 
 
@@ -283,14 +308,3 @@ def _opened(snap: Snapshot, sock: Socket, key: Key, now: float, poll: int) -> Op
         remote_port=sock.remote_port,
         netns=sock.netns,
     )
-
-
-def _attribute_to_listeners(snap: Snapshot, opened: list[Opened]) -> list[Opened]:
-    """Count an opening no process holds yet (still in the accept queue, or already TIME_WAIT on the
-    server side) under the process listening on its local port: that is who the peer connected to."""
-    listeners = listener_owners(snap)
-    out = []
-    for o in opened:
-        owner = listeners.get(o.local_port) if not o.pid else None
-        out.append(replace(o, owner=owner) if owner else o)
-    return out

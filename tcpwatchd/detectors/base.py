@@ -118,6 +118,11 @@ class Outcome:
     counts: Mapping[tuple[Kind, ProcessLabels], int] = field(default_factory=lambda: MappingProxyType({}))
     degraded: str = ""
     values: Mapping[str, Mapping[ProcessLabels, float]] = field(default_factory=_nothing)
+    # Per (process, port) figures of a `ValueGauge(per_port=True)`: key -> (process, port) -> value;
+    # port -1 renders as port="" (folded).
+    port_values: Mapping[str, Mapping[tuple[ProcessLabels, int], float]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,11 +47,17 @@ class KindSpec:
 
 @dataclass(frozen=True, slots=True)
 class ValueGauge:
-    """An extra per-process figure a detector exports: `Outcome.values[key][process]`, 0 when absent."""
+    """An extra per-process figure a detector exports: `Outcome.values[key][process]`, 0 when absent.
+
+    With `per_port`, the figure is per (process, port) instead (`Outcome.port_values[key]`), labelled
+    `port` as well: only for ports of listeners, which are few by nature (port "" when the detector
+    folds them, e.g. when its per-port labels are configured off).
+    """
 
     key: str
     gauge: str
     help: str
+    per_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,9 @@ def detector_metrics(report: Report, series: SeriesLabels | None = None) -> list
         if not report.ran(spec.name):
             continue
         for value in spec.values:  # an extra value is a level or an age: merged series take the largest
+            if value.per_port:
+                metrics.append(_port_gauge(value.gauge, value.help, series, report, value.key))
+                continue
             merged = series.merge(((s.labels, s.value(value.key)) for s in report.processes), max)
             metrics.append(_gauge(value.gauge, value.help, series, merged))
         for kind in spec.kinds:
@@ -40,6 +43,17 @@ def _gauge(name: str, help: str, series: SeriesLabels, values: dict[tuple[str, .
     family = GaugeMetricFamily(name, help, labels=series.names)
     for labels, value in values.items():
         family.add_metric(list(labels), value)
+    return family
+
+
+def _port_gauge(name: str, help: str, series: SeriesLabels, report: Report, key: str) -> Metric:
+    family = GaugeMetricFamily(name, help, labels=[*series.names, "port"])
+    out: dict[tuple[str, ...], float] = {}
+    for (labels, port), value in report.port_values.get(key, {}).items():
+        k = (*series.values(labels), "" if port < 0 else str(port))
+        out[k] = max(out[k], value) if k in out else value
+    for k, value in sorted(out.items()):
+        family.add_metric(list(k), value)
     return family
 
 
