@@ -135,3 +135,16 @@ def attribute_to_listeners(snap: Snapshot, opened: list[Opened]) -> list[Opened]
         owner = listeners.get(o.local_port) if not o.pid else None
         out.append(replace(o, owner=owner) if owner else o)
     return out
+
+
+def events_counted(snap: Snapshot) -> bool:
+    """Destroy events count every full socket, once, by cookie. A TIME_WAIT socket that no dump saw as
+    a full socket was counted by its socket's event (the kernel gives the TIME_WAIT socket another
+    cookie): counting it again when first seen, or when it goes, would count that connection twice."""
+    keys = snap.sockets.column("key")
+    return snap.connection_events.batch is not None and bool(keys) and isinstance(keys[0], int)
+
+
+def born_time_wait(state: int, state_since: float, first_seen: float, preexisting: bool) -> bool:
+    """A track that was TIME_WAIT from the poll that first saw it (after tcpwatchd's start)."""
+    return state == TcpState.TIME_WAIT and state_since == first_seen and not preexisting

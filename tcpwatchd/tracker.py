@@ -26,10 +26,17 @@ from types import MappingProxyType
 from typing import Any
 
 from tcpwatchd.columns import UNCONNECTED, ConnKey, Key, four_tuple, object_key
-from tcpwatchd.conncounts import ConnectionCounts, Opened, attribute_to_listeners
+from tcpwatchd.conncounts import (
+    ConnectionCounts,
+    Opened,
+    attribute_to_listeners,
+    born_time_wait,
+    events_counted,
+)
 from tcpwatchd.fd_forecast import FdTrends, Sample
 from tcpwatchd.model import Owner, ProcessLabels, Socket, TcpState
 from tcpwatchd.openings import OpeningHistory, OpeningsView, OpeningWindows
+from tcpwatchd.readers import reading_since
 from tcpwatchd.rekey import rekeyed
 from tcpwatchd.snapshot import Snapshot
 from tcpwatchd.table import SocketTable
@@ -133,7 +140,18 @@ class Tracker:
             gone = old.keys() - self._tracks.keys()
             closed = len(gone)
             if gone and self._previous is not None:
-                self._counts.count_gone(self._previous, gone)
+                born_tw = (
+                    {
+                        k
+                        for k in gone
+                        if born_time_wait(
+                            old[k].state, old[k].state_since, old[k].first_seen, old[k].preexisting
+                        )
+                    }
+                    if events_counted(snap)
+                    else set()
+                )
+                self._counts.count_gone(self._previous, gone - born_tw)
             self._structure, self._unread = structure, unread
         if any(not o.pid for o in opened):
             opened = attribute_to_listeners(snap, opened)
@@ -145,14 +163,7 @@ class Tracker:
         return self._view(snap, tuple(opened), closed, unchanged=unchanged, consumed=True)
 
     def _note_reading(self, table: SocketTable) -> None:
-        """Which connections with unread data had bytes read by the application since the last poll:
-        tcpi_bytes_received less the unread bytes grew. Only rows with unread data: a handful."""
-        keys, got = table.column("key"), table.column("bytes_received")
-        rows = table.unread_rows()
-        copied = {keys[r]: got[r] - table.unread_bytes(r) for r in rows if got[r] >= 0}
-        before = self._copied
-        self._reading = frozenset(k for k, c in copied.items() if k in before and c > before[k])
-        self._copied = copied
+        self._reading, self._copied = reading_since(table, self._copied)
 
     def _view(
         self, snap: Snapshot, opened: tuple[Opened, ...], closed: int, *, unchanged: bool, consumed: bool
@@ -186,6 +197,7 @@ class _Rebuild:
     def __init__(self, tracker: Tracker, snap: Snapshot, unread: frozenset[Key]) -> None:
         self.tracker, self.snap, self.unread = tracker, snap, unread
         self.now, self.poll, self.first = snap.monotonic, tracker._poll, tracker._consumed == 0
+        self.events = events_counted(snap)
         self.shared: dict[tuple[int, bool, int], Track] = {}  # new tracks, shared when identical
 
     def run(self, opened: list[Opened]) -> dict[Key, Track]:
@@ -246,7 +258,8 @@ class _Rebuild:
         before = self.tracker._tracks.get(handshake) if handshake is not None else None
         if before is not None:  # the accepted socket of a handshake seen as a request socket
             return _advance(before, state, own_inode, is_unread, self.now)
-        opened.append(_opened(self.snap, sock, key, self.now, self.poll))
+        if not (state == TcpState.TIME_WAIT and self.events):
+            opened.append(_opened(self.snap, sock, key, self.now, self.poll))
         return self._shared(state, is_unread, own_inode)
 
     def _shared(self, state: int, is_unread: bool, inode: int) -> Track:
@@ -257,6 +270,10 @@ class _Rebuild:
         if track is None:
             track = self.shared[memo] = _start(TcpState(state), 0, is_unread, self.now, self.poll, self.first)
         return track
+
+
+def _born_tw(t: Track) -> bool:
+    return born_time_wait(t.state, t.state_since, t.first_seen, t.preexisting)
 
 
 def _is_reused(prev: Track, state: int, inode: int) -> bool:

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.tracker": 4,
     "tcpwatchd.openings": 4,  # the tracker's per-peer opening history
     "tcpwatchd.conncounts": 4,  # the tracker's connection counters
+    "tcpwatchd.readers": 4,  # the tracker's slow-or-stopped reader memory
     "tcpwatchd.rekey": 4,  # the tracker across a change of socket source
     "tcpwatchd.fd_forecast": 4,  # the tracker's per-process fd history
     "tcpwatchd.detectors": 5,

@@ -70,7 +70,8 @@ def test_a_leak_toward_a_low_fd_limit_is_forecast_and_a_steady_high_count_is_not
 def test_a_destination_filling_the_port_range_is_flagged_and_a_pool_is_not() -> None:
     tw = TcpState.TIME_WAIT
     hammer = [
-        conn("198.18.0.9", 80, local="198.18.0.1", local_port=p, state=tw, inode=0) for p in range(20000, 20060)
+        conn("198.18.0.9", 80, local="198.18.0.1", local_port=p, state=tw, inode=0)
+        for p in range(20000, 20060)
     ]
     mine = conn("198.18.0.9", 80, local="198.18.0.1", local_port=20100)
     pool = [conn("198.18.0.7", 5432, local="198.18.0.1", local_port=20200 + i) for i in range(4)]
