@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from itertools import compress
 from types import MappingProxyType
+from typing import Any
 
 from tcpwatchd.columns import UNCONNECTED, Key
 from tcpwatchd.facts import Side
@@ -145,6 +146,7 @@ def events_counted(snap: Snapshot) -> bool:
     return snap.connection_events.batch is not None and bool(keys) and isinstance(keys[0], int)
 
 
-def born_time_wait(state: int, state_since: float, first_seen: float, preexisting: bool) -> bool:
-    """A track that was TIME_WAIT from the poll that first saw it (after tcpwatchd's start)."""
-    return state == TcpState.TIME_WAIT and state_since == first_seen and not preexisting
+def born_time_wait(track: Any) -> bool:
+    """A tracker.Track that was TIME_WAIT from the poll that first saw it (after tcpwatchd's start)."""
+    t = track
+    return bool(t.state == TcpState.TIME_WAIT and t.state_since == t.first_seen and not t.preexisting)

@@ -36,7 +36,7 @@ from tcpwatchd.conncounts import (
 from tcpwatchd.fd_forecast import FdTrends, Sample
 from tcpwatchd.model import Owner, ProcessLabels, Socket, TcpState
 from tcpwatchd.openings import OpeningHistory, OpeningsView, OpeningWindows
-from tcpwatchd.readers import reading_since
+from tcpwatchd.readers import counter_deltas, reading_since
 from tcpwatchd.rekey import rekeyed
 from tcpwatchd.snapshot import Snapshot
 from tcpwatchd.table import SocketTable
@@ -169,10 +169,7 @@ class Tracker:
         self, snap: Snapshot, opened: tuple[Opened, ...], closed: int, *, unchanged: bool, consumed: bool
     ) -> TrackedPoll:
         samples = {(f.pid, f.start_time): (f.at, f.open_fds) for f in snap.process_facts.values()}
-        counters, before = snap.kernel_counters, self._counters
-        deltas = {k: v - before[k] for k, v in counters.items() if k in before and v >= before[k]}
-        if counters:
-            self._counters = counters
+        deltas, self._counters = counter_deltas(self._counters, snap.kernel_counters)
         return TrackedPoll(
             snapshot=snap,
             poll=self._poll,
@@ -270,10 +267,6 @@ class _Rebuild:
         if track is None:
             track = self.shared[memo] = _start(TcpState(state), 0, is_unread, self.now, self.poll, self.first)
         return track
-
-
-def _born_tw(t: Track) -> bool:
-    return born_time_wait(t.state, t.state_since, t.first_seen, t.preexisting)
 
 
 def _is_reused(prev: Track, state: int, inode: int) -> bool:

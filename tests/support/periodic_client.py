@@ -1,5 +1,5 @@
-"""A healthy periodic client: connect, wait for the server's answer and close, close, every PERIOD seconds (a health checker, a
-proxy without upstream keepalive at a steady rate, a scraper).
+"""A healthy periodic client: connect, wait for the server to answer and close, close, every PERIOD
+seconds (a health checker, a proxy without upstream keepalive at a steady rate, a scraper).
 
     python -m tests.support.periodic_client HOST PORT PERIOD COUNT
 
