@@ -140,17 +140,7 @@ class Tracker:
             gone = old.keys() - self._tracks.keys()
             closed = len(gone)
             if gone and self._previous is not None:
-                born_tw = (
-                    {
-                        k
-                        for k in gone
-                        if born_time_wait(
-                            old[k].state, old[k].state_since, old[k].first_seen, old[k].preexisting
-                        )
-                    }
-                    if events_counted(snap)
-                    else set()
-                )
+                born_tw = {k for k in gone if born_time_wait(old[k])} if events_counted(snap) else set()
                 self._counts.count_gone(self._previous, gone - born_tw)
             self._structure, self._unread = structure, unread
         if any(not o.pid for o in opened):
