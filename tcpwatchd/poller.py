@@ -19,6 +19,7 @@ from tcpwatchd.actions.probing import ProbeStage, ProbeStep
 from tcpwatchd.config import Config
 from tcpwatchd.detectors.registry import registered
 from tcpwatchd.model import ProcessLabels, SourceStatus
+from tcpwatchd.openings import OpeningWindows
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.rules import Rules
 from tcpwatchd.snapshot import Snapshot, count_by_state_and_process
@@ -96,12 +97,30 @@ def _history_seconds(cfg: Config, rules: Rules | None = None) -> float:
     return max(wanted, default=0.0) + 2 * cfg.daemon.poll_interval_seconds
 
 
+def _opening_windows(cfg: Config, rules: Rules | None = None) -> OpeningWindows:
+    """The widest (window, baseline) an enabled detector asks the opening buckets to cover, under the
+    defaults or any `[[override]]`."""
+    rules = rules or Rules.of(cfg)
+    pairs = [
+        spec.opening_windows(settings)
+        for spec in registered()
+        if spec.opening_windows is not None
+        for settings in rules.variants(spec, cfg.detect)
+        if settings.enabled
+    ]
+    keep = _history_seconds(cfg, rules)
+    if not pairs:
+        return OpeningWindows(keep_seconds=keep)
+    window, baseline = max(w for w, _b in pairs), max(b for _w, b in pairs)
+    return OpeningWindows(window, baseline, keep)
+
+
 class Poller:
     def __init__(self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None) -> None:
         self._proc_root = proc_root
         self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock)
         self._rules = Rules.of(cfg)
-        self._tracker = Tracker(history_seconds=_history_seconds(cfg, self._rules))
+        self._tracker = Tracker(_history_seconds(cfg, self._rules), _opening_windows(cfg, self._rules))
         self._cfg = cfg
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
@@ -117,7 +136,7 @@ class Poller:
         self._cfg = cfg
         self._taker.reconfigure(cfg.daemon)
         self._rules = Rules.of(cfg)
-        self._tracker.set_history(_history_seconds(cfg, self._rules))
+        self._tracker.set_history(_history_seconds(cfg, self._rules), _opening_windows(cfg, self._rules))
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=self._proc_root)
         self._probing.reconfigure(cfg.detect)
 

@@ -61,6 +61,12 @@ class Report:
     detectors: tuple[DetectorRun, ...]  # the enabled detectors, in registry order
     # kind -> every row of this poll's table it was found on (Outcome.rows): for actions, this poll only
     rows: Mapping[Kind, Sequence[int]] = field(default_factory=lambda: MappingProxyType({}))
+    # value key -> (process, port) -> value, for the per-port gauges (registry ValueGauge.per_port)
+    port_values: Mapping[str, Mapping[tuple[ProcessLabels, int], float]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    # connections closed since start
+    closed_totals: Mapping[ProcessLabels, int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def degraded(self) -> tuple[DetectorRun, ...]:
@@ -96,6 +102,7 @@ def build_report(
     counts: dict[ProcessLabels, dict[Kind, int]] = {}
     values: dict[ProcessLabels, dict[str, float]] = {}
     order: dict[str, int] = {}
+    port_values: dict[str, dict[tuple[ProcessLabels, int], float]] = {}
     for spec in registered() if detectors is None else detectors:
         for k in spec.kinds:
             order.setdefault(k.kind, len(order))
@@ -114,6 +121,8 @@ def build_report(
             for kind, kind_rows in outcome.rows.items():  # each pass judges its own group's rows
                 rows.setdefault(kind, []).extend(kind_rows)
             _add(counts, values, outcome)
+            for key, by_port in outcome.port_values.items():  # passes judge disjoint processes
+                port_values.setdefault(key, {}).update(by_port)
     findings.sort(key=lambda f: (order.get(f.kind, len(order)), f.process, f.local, f.remote))
     return Report(
         findings=tuple(findings),
@@ -121,6 +130,8 @@ def build_report(
         opened_totals=tracked.opened_totals,
         detectors=tuple(runs),
         rows=MappingProxyType(rows),
+        port_values=MappingProxyType(port_values),
+        closed_totals=tracked.closed_totals,
     )
 
 

@@ -15,8 +15,11 @@ from itertools import repeat
 from operator import attrgetter
 from types import MappingProxyType
 
+from tcpwatchd.facts import ConnectionEvents, PortRange, ProcessFacts
 from tcpwatchd.model import NOBODY, AttributionStats, Owner, ProcessLabels, Socket, SourceStatus, TcpState
 from tcpwatchd.table import Carry, Derived, SocketTable
+
+SOCKET_SOURCES = frozenset({"sockdiag", "procnet"})
 
 
 def _no_owners() -> Mapping[int, Owner]:
@@ -35,6 +38,17 @@ class Snapshot:
     kernel_counters: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     sources: tuple[SourceStatus, ...] = ()
     attribution: AttributionStats = field(default_factory=AttributionStats)
+    # Beyond the socket table (facts.py): connections that ended between polls, fd use of the processes
+    # with sockets (pid -> facts, refreshed slowly), and each namespace's ephemeral port range.
+    connection_events: ConnectionEvents = field(default_factory=ConnectionEvents)
+    process_facts: Mapping[int, ProcessFacts] = field(default_factory=lambda: MappingProxyType({}))
+    port_ranges: Mapping[int, PortRange] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def sockets_failed(self) -> bool:
+        """True when every socket source tried in this poll failed: the empty table means nothing."""
+        tried = [s for s in self.sources if s.name in SOCKET_SOURCES]
+        return bool(tried) and not any(s.ok for s in tried)
 
     def owner_of(self, sock: Socket) -> Owner | None:
         return self.owners.get(sock.inode) if sock.inode else None

@@ -8,15 +8,15 @@ A detector is a pure function of the tracker's view, its own config section and 
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from tcpwatchd.model import NO_WORKLOAD, Owner, ProcessLabels, Socket
+from tcpwatchd.openings import peer_address as peer_address  # re-exported: detectors key peers with it
 from tcpwatchd.snapshot import row_labels
-from tcpwatchd.tracker import Opened, TrackedPoll
+from tcpwatchd.tracker import TrackedPoll
 
 
 class Kind(str):
@@ -126,6 +126,11 @@ class Outcome:
     # it): what an action on the findings (probing, tcpwatchd/actions) starts from. Valid for this poll's
     # table only.
     rows: Mapping[Kind, Sequence[int]] = field(default_factory=lambda: MappingProxyType({}))
+    # Per (process, port) figures of a `ValueGauge(per_port=True)`: key -> (process, port) -> value;
+    # port -1 renders as port="" (folded).
+    port_values: Mapping[str, Mapping[tuple[ProcessLabels, int], float]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 class Proof(enum.Enum):
@@ -162,21 +167,6 @@ class Context:
 LISTED_PER_PROCESS = 20
 
 
-def peer_address(address: str) -> str:
-    """A peer address as one key whichever socket family carried it.
-
-    A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6 (RFC 4291 2.5.5.2):
-    '::ffff:198.18.0.2' -> '198.18.0.2'; other addresses are returned unchanged.
-    """
-    if not address.startswith("::ffff:"):
-        return address
-    try:
-        mapped = ipaddress.IPv6Address(address).ipv4_mapped
-    except ValueError:
-        return address
-    return str(mapped) if mapped is not None else address
-
-
 def endpoint(address: str, port: int | str) -> str:
     """`ss`-style endpoint: ('198.18.0.2', '*') -> '198.18.0.2:*', ('::1', 80) -> '[::1]:80'."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
@@ -194,10 +184,11 @@ def judged_rows(tracked: TrackedPoll, rows: Sequence[int]) -> Sequence[int]:
     return rows if tracked.scope is None else tracked.scope.judged(rows)
 
 
-def judges_opening(tracked: TrackedPoll, opened: Opened) -> bool:
-    """Whether this run judges a remembered opening (which may have closed: it has no row)."""
+def judges_opening(tracked: TrackedPoll, owner: Owner | None, local_port: int, remote_address: str) -> bool:
+    """Whether this run judges openings of `owner`'s port from `remote_address` (they may have closed
+    since: they have no row)."""
     scope = tracked.scope
-    return scope is None or scope.opening(opened.owner, opened.local_port, opened.remote_address)
+    return scope is None or scope.opening(owner, local_port, remote_address)
 
 
 def listed_rows(names: Sequence[ProcessLabels], rows: Sequence[int]) -> list[int]:

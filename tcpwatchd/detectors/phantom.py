@@ -54,7 +54,7 @@ IDLE_SUSPECT = Kind("idle_suspect")
 
 
 class PhantomConfig(DetectorSettings):
-    idle_seconds: float = Field(900.0, gt=0)
+    idle_seconds: float = Field(900.0, gt=0, le=86400)  # bounded: the tracker remembers this long
     # Probing (docs/probing.md): off changes nothing; verify restores the socket's options; reap also
     # destroys superseded phantoms that never answer.
     probe: Literal["off", "verify", "reap"] = "off"
@@ -96,7 +96,7 @@ class PhantomConfig(DetectorSettings):
         return self
 
 
-ServiceKey = tuple[str, int]  # (peer address, local port)
+ServiceKey = tuple[int, str, int]  # (netns, peer address, local port): openings.PeerKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +158,7 @@ def _idle_seconds(sock: Socket) -> float:
 
 
 def _service(sock: Socket) -> ServiceKey:
-    return (peer_address(sock.remote_address), sock.local_port)
+    return (sock.netns, peer_address(sock.remote_address), sock.local_port)
 
 
 def _proven_alive_lately(probed: Probed | None, now: float, idle_seconds: float) -> bool:
@@ -205,8 +205,10 @@ def _finding(
 def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[ServiceKey, Sighting]:
     """(peer address, local port) -> the newest connection tcpwatchd saw appear there, for `services`.
 
-    Both the connections open now and those opened within the tracker's history (which may have closed
-    since) count: a reconnect proves the peer came back even if it did not stay.
+    Both the connections open now and the newest opening in the tracker's per-peer history (which may
+    have closed since, or opened and closed between polls) count: a reconnect proves the peer came back
+    even if it did not stay. The history keeps only the newest opening per peer and port, so this costs
+    the same however many connections the peer opened.
     """
     newest: dict[ServiceKey, Sighting] = {}
 
@@ -215,17 +217,21 @@ def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[S
             newest[key] = Sighting(poll, at)
 
     table = tracked.snapshot.sockets
-    peers = {peer for peer, _port in services}
+    peers = {peer for _netns, peer, _port in services}
     remotes = table.column("remote_address")
     # Only rows whose remote address is one of the peers' spellings (IPv4, or IPv4-mapped) are read.
     spellings = {address for address in set(remotes) if peer_address(address) in peers}
-    ports, states = table.column("local_port"), table.column("state")
+    ports, states, spaces = table.column("local_port"), table.column("state"), table.column("netns")
     for row in compress(range(len(table)), map(spellings.__contains__, remotes)):
         if states[row] not in (TcpState.LISTEN, TcpState.CLOSE):
             track = tracked.track_at(row)
-            see((peer_address(remotes[row]), ports[row]), track.first_seen_poll, track.first_seen)
-    for opened in tracked.recent_opened:
-        see((peer_address(opened.remote_address), opened.local_port), opened.poll, opened.at)
+            see(
+                (spaces[row], peer_address(remotes[row]), ports[row]), track.first_seen_poll, track.first_seen
+            )
+    for key in services:
+        peer = tracked.openings.newest(key)
+        if peer is not None:
+            see(key, peer.newest_poll, peer.newest_at)
     return newest
 
 

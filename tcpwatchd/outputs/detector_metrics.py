@@ -25,12 +25,16 @@ def detector_metrics(report: Report, series: SeriesLabels | None = None) -> list
         if not report.ran(spec.name):
             continue
         for value in spec.values:  # an extra value is a level or an age: merged series take the largest
+            if value.per_port:
+                metrics.append(_port_gauge(value.gauge, value.help, series, report, value.key))
+                continue
             merged = series.merge(((s.labels, s.value(value.key)) for s in report.processes), max)
             metrics.append(_gauge(value.gauge, value.help, series, merged))
         for kind in spec.kinds:
             merged = series.merge((s.labels, float(s.count(kind.kind))) for s in report.processes)
             metrics.append(_gauge(kind.gauge, kind.help, series, merged))
     metrics.append(_opened(report, series))
+    metrics.append(_closed(report, series))
     metrics.extend(_detector_health(report))
     return metrics
 
@@ -42,13 +46,39 @@ def _gauge(name: str, help: str, series: SeriesLabels, values: dict[tuple[str, .
     return family
 
 
+def _port_gauge(name: str, help: str, series: SeriesLabels, report: Report, key: str) -> Metric:
+    family = GaugeMetricFamily(name, help, labels=[*series.names, "port"])
+    out: dict[tuple[str, ...], float] = {}
+    for (labels, port), value in report.port_values.get(key, {}).items():
+        k = (*series.values(labels), "" if port < 0 else str(port))
+        out[k] = max(out[k], value) if k in out else value
+    for k, value in sorted(out.items()):
+        family.add_metric(list(k), value)
+    return family
+
+
 def _opened(report: Report, series: SeriesLabels) -> CounterMetricFamily:
     family = CounterMetricFamily(
         "tcpwatchd_connections_opened",
-        'New connections first seen after tcpwatchd started, by owning process ("" when none held it yet).',
+        "New connections since tcpwatchd started (first seen in a poll, or opened and closed between two "
+        'polls when destroy events are available), by owning process ("" when none held it yet).',
         labels=series.names,
     )
     merged = series.merge((labels, float(n)) for labels, n in report.opened_totals.items())
+    for labels, total in sorted(merged.items()):
+        family.add_metric(list(labels), total)
+    return family
+
+
+def _closed(report: Report, series: SeriesLabels) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "tcpwatchd_connections_closed",
+        "Connections gone from the kernel's table since tcpwatchd started, sub-poll ones included when "
+        'destroy events are available, by owning process (the listener\'s owner for a server side; "" '
+        "when none is known).",
+        labels=series.names,
+    )
+    merged = series.merge((labels, float(n)) for labels, n in report.closed_totals.items())
     for labels, total in sorted(merged.items()):
         family.add_metric(list(labels), total)
     return family

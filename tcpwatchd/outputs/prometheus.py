@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from tcpwatchd import __version__
 from tcpwatchd.model import ProcessLabels
+from tcpwatchd.outputs.conn_metrics import connection_event_metrics, listen_counter_metrics
 from tcpwatchd.outputs.detector_metrics import detector_metrics
 from tcpwatchd.outputs.probe_metrics import probe_families
 from tcpwatchd.outputs.series import SeriesLabels
@@ -117,6 +118,8 @@ class TcpwatchdCollector(Collector):
         yield aborts_metric(snap)
         yield from source_metrics(result)
         yield from attribution_metrics(snap)
+        yield from connection_event_metrics(snap)
+        yield from listen_counter_metrics(snap)
         if last_success is not None:
             yield GaugeMetricFamily(
                 "tcpwatchd_last_poll_timestamp_seconds",

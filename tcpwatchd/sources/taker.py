@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from tcpwatchd.config import DaemonConfig
+from tcpwatchd.facts import PortRange
 from tcpwatchd.model import AttributionStats, SourceStatus
 from tcpwatchd.snapshot import Snapshot
 from tcpwatchd.sources import (
@@ -25,7 +26,11 @@ from tcpwatchd.sources import (
     SourceUnavailable,
     read_kernel_counters,
 )
+from tcpwatchd.sources.conn_events import ConnectionEventSource
+from tcpwatchd.sources.destroy_events import DestroySubscriber
 from tcpwatchd.sources.owners import Attribution, OwnerCache
+from tcpwatchd.sources.port_range import read_port_range
+from tcpwatchd.sources.process_facts import ProcessFactsCache
 from tcpwatchd.table import SocketTable
 
 log = logging.getLogger(__name__)
@@ -47,8 +52,10 @@ class SnapshotTaker:
         proc_root: str = "/proc",
         clock: Clock | None = None,
         sockdiag: SocketSource | None = None,
+        events: Callable[[], DestroySubscriber] | None = DestroySubscriber,
     ) -> None:
-        """`sockdiag` replaces the netlink source (tests give one that is refused)."""
+        """`sockdiag` replaces the netlink source (tests give one that is refused); `events` subscribes
+        to the destroy events (None: polling alone)."""
         self._mode = cfg.source
         self._proc_root = proc_root
         self._clock = clock or Clock()
@@ -56,6 +63,8 @@ class SnapshotTaker:
         self._procnet = ProcNetSource(proc_root=proc_root)
         self._owners = OwnerCache(proc_root=proc_root)
         self._warned: set[str] = set()
+        self._events = ConnectionEventSource(events)
+        self._facts = ProcessFactsCache(proc_root=proc_root, clock=self._clock.monotonic)
 
     def reconfigure(self, cfg: DaemonConfig) -> None:
         self._mode = cfg.source
@@ -74,6 +83,11 @@ class SnapshotTaker:
         ) or Attribution(MappingProxyType({}), AttributionStats())
         self._note_partial(attribution.stats)
         counters = self._timed("kstats", statuses, lambda: read_kernel_counters(self._proc_root)) or {}
+        events = self._events.drain(sockets)
+        owners = list(attribution.owners.values())
+        processes = {(o.pid, o.start_time) for o in dict(zip(map(id, owners), owners, strict=True)).values()}
+        facts = self._timed("process_facts", statuses, lambda: self._facts.facts(processes)) or {}
+        ports = self._timed("port_range", statuses, lambda: _port_range(self._proc_root))
         return Snapshot(
             taken_at=self._clock.wall(),
             monotonic=self._clock.monotonic(),
@@ -83,7 +97,14 @@ class SnapshotTaker:
             kernel_counters=MappingProxyType(counters),
             sources=tuple(statuses),
             attribution=attribution.stats,
+            connection_events=events,
+            process_facts=MappingProxyType(facts),
+            port_ranges=MappingProxyType({0: ports} if ports else {}),
         )
+
+    def close(self) -> None:
+        """Release the destroy-event subscription (the daemon calls this on exit)."""
+        self._events.close()
 
     def _sockets(self, statuses: list[SourceStatus]) -> tuple[str, SocketTable]:
         if self._mode in ("auto", "sockdiag"):
@@ -139,3 +160,11 @@ class SnapshotTaker:
         elif not stats.partial and "partial" in self._warned:
             self._warned.discard("partial")
             log.info("attribution is complete again")
+
+
+def _port_range(proc_root: str) -> PortRange | None:
+    """The own namespace's ephemeral range; None where /proc/sys has none (a sandbox, a test root)."""
+    try:
+        return read_port_range(f"{proc_root}/sys")
+    except FileNotFoundError:
+        return None

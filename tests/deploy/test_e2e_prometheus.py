@@ -210,6 +210,12 @@ EXPECTED = {
     "Phantom probes (proven)/A": shows("== 0", process=PROBED),
     "Phantom probes (proven)/B": shows("> 0", result="alive"),
     "Phantom probes (proven)/C": shows("== 0", process=PROBED),
+    # Issue 13 panels: the scene builds no saturated listener, fd leak to a limit or port pile-up (their
+    # integration tests do); here each query must return the scene's series.
+    "Accept queue fill/A": shows(">= 0", process=STORMED),
+    "Accept queue fill/B": shows(">= 0", instance=INSTANCE),
+    "Time to fd exhaustion/A": shows(">= 0", process=LEAKY),  # +Inf: its fds are not heading anywhere yet
+    "Ephemeral port use/A": shows(">= 0", process=LEAKY),
 }
 
 

@@ -54,6 +54,7 @@ probe_budget = 3
 [detect.reconnect_storm]
 window_seconds = 300
 min_new_connections = 8
+min_baseline_per_second = 0.001  # a burst of 12 in the window is far above this floor
 [detect.stalled_receive]
 min_age_seconds = 2
 [detect.unresponsive_peer]

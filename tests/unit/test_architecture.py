@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.saferead": 0,
     "tcpwatchd.rules_config": 0,
     "tcpwatchd.allowlist": 0,  # pure rule parsing: config validates [detect.phantom] probe_allow with it
+    "tcpwatchd.facts": 0,
     "tcpwatchd.columns": 1,
     "tcpwatchd.table": 1,
     "tcpwatchd.snapshot": 2,
@@ -32,6 +33,11 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.sysctl": 3,
     "tcpwatchd.tracker": 4,
     "tcpwatchd.scope": 4,
+    "tcpwatchd.openings": 4,  # the tracker's per-peer opening history
+    "tcpwatchd.conncounts": 4,  # the tracker's connection counters
+    "tcpwatchd.readers": 4,  # the tracker's slow-or-stopped reader memory
+    "tcpwatchd.rekey": 4,  # the tracker across a change of socket source
+    "tcpwatchd.fd_forecast": 4,  # the tracker's per-process fd history
     "tcpwatchd.detectors": 5,
     "tcpwatchd.report": 6,
     "tcpwatchd.rules": 6,
