@@ -101,7 +101,7 @@ class Poller:
         self._cfg = cfg
         self._taker.reconfigure(cfg.daemon)
         self._tracker.set_history(_history_seconds(cfg))
-        self._policy = SysctlPolicy(cfg.sysctl, proc_root=self._proc_root)
+        self._policy = self._policy.reconfigured(cfg.sysctl)  # the write counters go on
 
     def poll(self) -> PollResult:
         self._polls += 1
