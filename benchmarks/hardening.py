@@ -29,6 +29,7 @@ from typing import IO, Any
 from nsutil import BENCH_DIR, REPO, Namespace, read_line
 
 PORT = 9814
+PER_WORKER_SOCKETS = 15000  # under a hard RLIMIT_NOFILE of 20000 (containers cannot raise it)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONFIG = f'[daemon]\npoll_interval_seconds = 1\n[exporter]\nport = {PORT}\n[sysctl]\nmode = "off"\n'
 
@@ -157,27 +158,42 @@ def steady_run(
     with Namespace(log, prefix="benchhard") as ns:
         work = Path(a.workdir)
         daemon = start_daemon(ns, work)
-        load = ns.spawn(
-            sys.executable,
-            str(BENCH_DIR / "loadgen.py"),
-            "--held",
-            str(held),
-            "--rate",
-            str(rate),
-            "--leak-per-minute",
-            str(leak),
-            "--seconds",
-            str(seconds + 120),
-        )
-        wait_for_line(load, "READY", 300)
+        # One loadgen holds both ends of its connections: split so that each stays under RLIMIT_NOFILE.
+        workers = max(1, -(-2 * held // PER_WORKER_SOCKETS))
+        loads = [
+            ns.spawn(
+                sys.executable,
+                str(BENCH_DIR / "loadgen.py"),
+                "--held",
+                str(held // workers),
+                "--rate",
+                str(rate / workers),
+                "--leak-per-minute",
+                str(leak / workers),
+                "--seconds",
+                str(seconds + 120),
+            )
+            for _ in range(workers)
+        ]
+        for load in loads:
+            wait_for_line(load, "READY", 300)
         scrapes = Scrapes(ns, 1.0, 5.0)
         print(
             f"--- {label}: {held} held, {rate:g} new/s, {leak:g} CLOSE_WAIT/min, {seconds:.0f} s", flush=True
         )
         samples = sample(daemon.pid, scrapes, seconds, a.sample, sys.stdout)
-        rates = [line.split()[1] for line in iter(lambda: read_line(load, time.monotonic() + 0.2), "")]
-        achieved = f" (load achieved {'/'.join(rates[-3:])} new/s)" if rate else ""
+        rates = [_last_rate(load) for load in loads]
+        achieved = f" (load achieved {sum(rates):.0f} new/s at the end)" if rate else ""
         return summary(label, samples, a.settle) + achieved
+
+
+def _last_rate(load: Any) -> float:
+    """The last `RATE n` line a loadgen printed (it prints one every 10 s)."""
+    last = 0.0
+    while line := read_line(load, time.monotonic() + 0.2):
+        if line.startswith("RATE"):
+            last = float(line.split()[1])
+    return last
 
 
 def abuse_run(a: argparse.Namespace, log: IO[str]) -> str:
