@@ -20,6 +20,7 @@ from tcpwatchd.config import Config, ConfigError, load_config
 from tcpwatchd.logs import setup_logging
 from tcpwatchd.outputs.announce import Announcer
 from tcpwatchd.outputs.api import API_PATH, api_handler
+from tcpwatchd.outputs.budget import SeriesBudget
 from tcpwatchd.outputs.probe_log import ProbeLog
 from tcpwatchd.outputs.prometheus import DurationHistogram, LatestPoll, TcpwatchdCollector
 from tcpwatchd.poller import Poller, PollResult
@@ -78,7 +79,7 @@ class Daemon:
         self._path = config_path
         self._signals = _Signals()
         self._notifier = Notifier()
-        self._latest = LatestPoll()
+        self._latest = LatestPoll(SeriesBudget(cfg.exporter.max_process_label_values))
         self._durations = DurationHistogram()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(TcpwatchdCollector(self._latest, self._durations))
@@ -184,6 +185,8 @@ class Daemon:
             return False
         self._cfg = cfg
         self._poller.reconfigure(cfg)
+        budget = self._latest.budget
+        budget.reconfigure(cfg.exporter.max_process_label_values, budget.series)
         setup_logging(cfg.daemon.log_level)
         log.info("reloaded config %s", self._path or "embedded default")
         self._notifier.send("READY=1")

@@ -137,7 +137,7 @@ class Poller:
         self._taker.reconfigure(cfg.daemon)
         self._rules = Rules.of(cfg)
         self._tracker.set_history(_history_seconds(cfg, self._rules), _opening_windows(cfg, self._rules))
-        self._policy = SysctlPolicy(cfg.sysctl, proc_root=self._proc_root)
+        self._policy = self._policy.reconfigured(cfg.sysctl)  # the write counters go on
         self._probing.reconfigure(cfg.detect)
 
     def close(self) -> tuple[ProbeEvent, ...]:

@@ -78,10 +78,11 @@ class SnapshotTaker:
         finally:
             if scan is not None:
                 scan.finish()
-        attribution = self._timed(
-            "owners", statuses, lambda: self._owners.attribute(sockets.column("inode"))
-        ) or Attribution(MappingProxyType({}), AttributionStats())
-        self._note_partial(attribution.stats)
+        attribution = self._timed("owners", statuses, lambda: self._owners.attribute(sockets.column("inode")))
+        if attribution is not None:  # a failed read says nothing about completeness: no "complete again"
+            self._note_partial(attribution.stats)
+        else:
+            attribution = Attribution(MappingProxyType({}), AttributionStats())
         counters = self._timed("kstats", statuses, lambda: read_kernel_counters(self._proc_root)) or {}
         events = self._events.drain(sockets)
         owners = list(attribution.owners.values())

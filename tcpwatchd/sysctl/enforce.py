@@ -38,6 +38,13 @@ class SysctlPolicy:
         self._last_failure: dict[str, str] = {}
         self._problems_logged = False
 
+    def reconfigured(self, cfg: SysctlConfig) -> SysctlPolicy:
+        """The policy for a reloaded config, with this one's write counters (counters only ever grow)."""
+        policy = SysctlPolicy(cfg, self._proc_root)
+        policy._succeeded, policy._failed = self._succeeded, self._failed
+        policy._last_failure = self._last_failure
+        return policy
+
     def check(self) -> SysctlReport:
         """Read every catalogued sysctl and compare; never raises for an unreadable file."""
         return self._report(read_all(NAMES, self._proc_root), ())

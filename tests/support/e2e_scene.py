@@ -64,10 +64,12 @@ mode = "audit"
 """
 
 
-def start_tcpwatchd(ns: NetNS, workdir: Path) -> Path:
-    """`tcpwatchd run` in `ns`, outside systemd; returns its log file."""
+def start_tcpwatchd(ns: NetNS, workdir: Path, web_config: Path | None = None) -> Path:
+    """`tcpwatchd run` in `ns`, outside systemd (serving TLS and basic auth per `web_config`, an
+    exporter-toolkit web config, when given); returns its log file."""
     config = workdir / "tcpwatchd.toml"
-    config.write_text(CONFIG, encoding="utf-8")
+    web = f'web_config_file = "{web_config}"\n' if web_config else ""
+    config.write_text(CONFIG.replace("[exporter]\n", "[exporter]\n" + web), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     log = workdir / "tcpwatchd.log"

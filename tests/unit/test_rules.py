@@ -127,8 +127,8 @@ def test_ignored_sockets_leave_detection_but_stay_in_the_state_counts(
 
 def test_an_ignored_network_never_storms() -> None:
     cfg = parse_config(
-        "[detect.reconnect_storm]\nmin_new_connections = 3\nwindow_seconds = 10\nmin_baseline_per_second = 0.01\n"
-        "[ignore]\nremote_networks = ['198.18.0.0/24']\n"
+        "[detect.reconnect_storm]\nmin_new_connections = 3\nwindow_seconds = 10\n"
+        "min_baseline_per_second = 0.01\n[ignore]\nremote_networks = ['198.18.0.0/24']\n"
     )
     sc = Scenario()
     lsn, server = listener(8080), owner("srv")
