@@ -2,6 +2,8 @@
 
     python -m tests.support.detect_driver '{"detect": {...}, "daemon": {"source": "procnet"}}'
 
+(`"facts_refresh_seconds": 0.5` beside the sections re-reads process facts that often instead of 30 s.)
+
 Builds a `Poller` (and the daemon's `Announcer`) from the given config sections, prints `READY`, then
 on each `poll` line from stdin polls once and prints one `REPORT {json}` line: the report's findings,
 per-process figures, the detector gauges as a scrape would render them, the lines the announcer logged,
@@ -78,6 +80,7 @@ def _view(result: PollResult, logged: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     overrides = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    refresh = overrides.pop("facts_refresh_seconds", None)
     cfg = Config.model_validate(overrides)
     captured = Captured()
     finding_log = logging.getLogger(FINDING_LOGGER)
@@ -85,6 +88,8 @@ def main() -> None:
     finding_log.setLevel(logging.INFO)
     finding_log.propagate = False
     poller, announcer = Poller(cfg), Announcer()
+    if refresh is not None:  # the daemon re-reads process facts every 30 s; a test cannot wait that long
+        poller._taker._facts._refresh = float(refresh)
     print("READY", flush=True)
     for line in sys.stdin:
         if line.strip() != "poll":
