@@ -64,10 +64,15 @@ class SnapshotTaker:
         self._owners = OwnerCache(proc_root=proc_root)
         self._warned: set[str] = set()
         self._events = ConnectionEventSource(events)
-        self._facts = ProcessFactsCache(proc_root=proc_root, clock=self._clock.monotonic)
+        self._facts = ProcessFactsCache(
+            proc_root=proc_root,
+            refresh_seconds=cfg.process_facts_refresh_seconds,
+            clock=self._clock.monotonic,
+        )
 
     def reconfigure(self, cfg: DaemonConfig) -> None:
         self._mode = cfg.source
+        self._facts.refresh_seconds = cfg.process_facts_refresh_seconds
 
     def take(self) -> Snapshot:
         statuses: list[SourceStatus] = []

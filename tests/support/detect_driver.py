@@ -81,6 +81,8 @@ def _view(result: PollResult, logged: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     overrides = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     refresh = overrides.pop("facts_refresh_seconds", None)
+    if refresh is not None:  # the default re-reads process facts every 30 s; a test cannot wait that long
+        overrides.setdefault("daemon", {})["process_facts_refresh_seconds"] = float(refresh)
     cfg = Config.model_validate(overrides)
     captured = Captured()
     finding_log = logging.getLogger(FINDING_LOGGER)
@@ -88,8 +90,6 @@ def main() -> None:
     finding_log.setLevel(logging.INFO)
     finding_log.propagate = False
     poller, announcer = Poller(cfg), Announcer()
-    if refresh is not None:  # the daemon re-reads process facts every 30 s; a test cannot wait that long
-        poller._taker._facts._refresh = float(refresh)
     print("READY", flush=True)
     for line in sys.stdin:
         if line.strip() != "poll":
