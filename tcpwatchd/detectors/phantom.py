@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import compress
+from itertools import compress, repeat
+from operator import and_, attrgetter, gt
 from types import MappingProxyType
 from typing import Literal
 
@@ -40,13 +41,14 @@ from tcpwatchd.detectors.base import (
     Outcome,
     Probed,
     Proof,
-    connection_finding,
     mass_outcome,
     peer_address,
+    row_finding,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
-from tcpwatchd.model import Socket, TcpState, TimerKind
+from tcpwatchd.model import TcpState, TimerKind
 from tcpwatchd.sections import DetectorSettings
+from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import TrackedPoll
 
 PHANTOM = Kind("phantom")
@@ -118,8 +120,13 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
     # Idle connections are usually few, often none: find them in C before judging any.
     idle_rows: list[int] = []
     if max(data_ms, default=-1) >= limit_ms and max(ack_ms, default=-1) >= limit_ms:
-        quiet = compress(range(len(table)), map(limit_ms.__le__, data_ms))
-        idle_rows = [row for row in quiet if ack_ms[row] >= limit_ms and states[row] == TcpState.ESTABLISHED]
+        quiet = list(compress(range(len(table)), map(limit_ms.__le__, data_ms)))
+        also = map(
+            and_,
+            map(limit_ms.__le__, map(ack_ms.__getitem__, quiet)),
+            map(_ESTABLISHED, map(states.__getitem__, quiet)),
+        )
+        idle_rows = list(compress(quiet, also))
     degraded = ""
     if blind:
         degraded = (
@@ -128,19 +135,10 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
         )
     if not idle_rows:
         return Outcome(degraded=degraded)
-    sockets = {row: table.socket(row) for row in idle_rows}
-    newest = _newest_sightings(tracked, {_service(sock) for sock in sockets.values()})
-    verdicts: dict[Kind, list[int]] = {PHANTOM: [], IDLE_SUSPECT: []}
-    for row, sock in sockets.items():
-        probed = ctx.probed.get(sock.cookie) if sock.cookie is not None else None
-        if _proven_alive_lately(probed, tracked.now, cfg.idle_seconds):
-            continue
-        kind = _judge(tracked, row, sock, _idle_seconds(sock), newest, probed)
-        if kind is not None:
-            verdicts[kind].append(row)
+    verdicts, newest = _verdicts(tracked, cfg, ctx, idle_rows)
 
     def finding(kind: Kind) -> Callable[[int], Finding]:
-        return lambda row: _finding(kind, tracked, sockets[row], newest, ctx)
+        return lambda row: _finding(kind, tracked, row, newest, ctx)
 
     phantoms = mass_outcome(PHANTOM, tracked, verdicts[PHANTOM], finding(PHANTOM))
     suspects = mass_outcome(IDLE_SUSPECT, tracked, verdicts[IDLE_SUSPECT], finding(IDLE_SUSPECT))
@@ -152,13 +150,55 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
     )
 
 
-def _idle_seconds(sock: Socket) -> float:
-    info = sock.tcp_info
-    return min(info.last_data_recv_ms, info.last_ack_recv_ms) / 1000.0 if info else 0.0
+def _verdicts(
+    tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context, rows: list[int]
+) -> tuple[dict[Kind, list[int]], dict[ServiceKey, Sighting]]:
+    """The idle rows judged phantom or suspect, read from columns (no Socket per row): a host full of
+    idle pools has tens of thousands, and a detector's cost must not follow how many rows it flags.
+    Only rows that may be phantoms (a sighting newer than their first poll) or that have a probe
+    verdict take the per-row path."""
+    table = tracked.snapshot.sockets
+    spaces, remotes, ports = table.column("netns"), table.column("remote_address"), table.column("local_port")
+    keys, timers = table.column("key"), table.column("timer")
+    peer_of = {address: peer_address(address) for address in set(map(remotes.__getitem__, rows))}
+    services = list(
+        zip(
+            map(spaces.__getitem__, rows),
+            map(peer_of.__getitem__, map(remotes.__getitem__, rows)),
+            map(ports.__getitem__, rows),
+            strict=True,
+        )
+    )
+    newest = _newest_sightings(tracked, set(services))
+    row_keys = list(map(keys.__getitem__, rows))
+    first_polls = map(_FIRST_POLL, map(tracked.tracks.__getitem__, row_keys))
+    newest_polls = map({k: s.poll for k, s in newest.items()}.get, services, repeat(0))
+    maybe = list(map(gt, newest_polls, first_polls))
+    probed = ctx.probed
+    verdicts: dict[Kind, list[int]] = {PHANTOM: [], IDLE_SUSPECT: []}
+    off = int(TimerKind.OFF)
+    for row, key, service, may in zip(rows, row_keys, services, maybe, strict=True):
+        if not may and not probed:  # the common case: not superseded, no probe: timer decides
+            if timers[row] == off:
+                verdicts[IDLE_SUSPECT].append(row)
+            continue
+        verdict = probed.get(key) if isinstance(key, int) else None
+        if _proven_alive_lately(verdict, tracked.now, cfg.idle_seconds):
+            continue
+        kind = _judge(tracked, row, service, timers[row], newest, verdict)
+        if kind is not None:
+            verdicts[kind].append(row)
+    return verdicts, newest
 
 
-def _service(sock: Socket) -> ServiceKey:
-    return (sock.netns, peer_address(sock.remote_address), sock.local_port)
+_FIRST_POLL = attrgetter("first_seen_poll")
+_ESTABLISHED = int(TcpState.ESTABLISHED).__eq__
+
+
+def _idle_at(table: SocketTable, row: int) -> float:
+    """Seconds since anything was received (both tcp_info figures are known for an idle row)."""
+    received: int = min(table.column("last_data_recv_ms")[row], table.column("last_ack_recv_ms")[row])
+    return received / 1000.0
 
 
 def _proven_alive_lately(probed: Probed | None, now: float, idle_seconds: float) -> bool:
@@ -169,37 +209,47 @@ def _proven_alive_lately(probed: Probed | None, now: float, idle_seconds: float)
 def _judge(
     tracked: TrackedPoll,
     row: int,
-    sock: Socket,
-    idle: float,
+    service: ServiceKey,
+    timer: int,
     newest: dict[ServiceKey, Sighting],
     probed: Probed | None = None,
 ) -> Kind | None:
     track = tracked.track_at(row)
-    seen = newest.get(_service(sock))
+    data_ms, ack_ms = (
+        tracked.snapshot.sockets.column("last_data_recv_ms"),
+        tracked.snapshot.sockets.column("last_ack_recv_ms"),
+    )
+    idle = min(data_ms[row], ack_ms[row]) / 1000.0
+    seen = newest.get(service)
     if seen is not None and seen.poll > track.first_seen_poll and seen.at > tracked.now - idle:
         return PHANTOM
     # The keepalive timer of a probe in flight is tcpwatchd's, not the application's.
     ours = probed is not None and probed.proof is Proof.PROBING
-    return IDLE_SUSPECT if sock.timer is TimerKind.OFF or ours else None
+    return IDLE_SUSPECT if timer == TimerKind.OFF or ours else None
 
 
 def _finding(
-    kind: Kind, tracked: TrackedPoll, sock: Socket, newest: dict[ServiceKey, Sighting], ctx: Context
+    kind: Kind, tracked: TrackedPoll, row: int, newest: dict[ServiceKey, Sighting], ctx: Context
 ) -> Finding:
-    idle = _idle_seconds(sock)
-    probed = ctx.probed.get(sock.cookie) if sock.cookie is not None else None
+    """The finding for `row`, from columns (no Socket: see `_verdicts`)."""
+    table = tracked.snapshot.sockets
+    idle = _idle_at(table, row)
+    key = table.column("key")[row]
+    probed = ctx.probed.get(key) if isinstance(key, int) else None  # cookies (sock_diag) only
     proof = (Detail("probe", probed.proof.value),) if probed is not None else ()
     if kind == PHANTOM:
-        seen = newest[_service(sock)]
+        remote = table.column("remote_address")[row]
+        seen = newest[(table.column("netns")[row], peer_address(remote), table.column("local_port")[row])]
+        keepalive = table.column("timer")[row] == TimerKind.KEEPALIVE
         details = (
             Detail("idle_seconds", round(idle, 1)),
             Detail("newer_connection_seen_seconds_ago", round(tracked.now - seen.at, 1)),
-            Detail("keepalive", "on" if sock.timer is TimerKind.KEEPALIVE else "off"),
+            Detail("keepalive", "on" if keepalive else "off"),
             *proof,
         )
-        return connection_finding(PHANTOM, tracked, sock, idle, details)
+        return row_finding(PHANTOM, tracked, row, idle, details)
     details = (Detail("idle_seconds", round(idle, 1)), *proof)
-    return connection_finding(IDLE_SUSPECT, tracked, sock, idle, details)
+    return row_finding(IDLE_SUSPECT, tracked, row, idle, details)
 
 
 def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[ServiceKey, Sighting]:
