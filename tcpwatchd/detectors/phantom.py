@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import and_, attrgetter, gt
+from operator import and_, attrgetter, gt, not_
 from types import MappingProxyType
 from typing import Literal
 
@@ -153,46 +153,49 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
 def _verdicts(
     tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context, rows: list[int]
 ) -> tuple[dict[Kind, list[int]], dict[ServiceKey, Sighting]]:
-    """The idle rows judged phantom or suspect, read from columns (no Socket per row): a host full of
-    idle pools has tens of thousands, and a detector's cost must not follow how many rows it flags.
-    Only rows that may be phantoms (a sighting newer than their first poll) or that have a probe
-    verdict take the per-row path."""
+    """The idle rows judged phantom or suspect, from columns: a host full of idle pools has tens of
+    thousands. Only rows with a newer sighting or a probe verdict take the per-row path."""
     table = tracked.snapshot.sockets
-    spaces, remotes, ports = table.column("netns"), table.column("remote_address"), table.column("local_port")
     keys, timers = table.column("key"), table.column("timer")
-    peer_of = {address: peer_address(address) for address in set(map(remotes.__getitem__, rows))}
-    services = list(
-        zip(
-            map(spaces.__getitem__, rows),
-            map(peer_of.__getitem__, map(remotes.__getitem__, rows)),
-            map(ports.__getitem__, rows),
-            strict=True,
-        )
-    )
+    services = _services(table, rows)
     newest = _newest_sightings(tracked, set(services))
     row_keys = list(map(keys.__getitem__, rows))
     first_polls = map(_FIRST_POLL, map(tracked.tracks.__getitem__, row_keys))
     newest_polls = map({k: s.poll for k, s in newest.items()}.get, services, repeat(0))
     maybe = list(map(gt, newest_polls, first_polls))
-    probed = ctx.probed
-    verdicts: dict[Kind, list[int]] = {PHANTOM: [], IDLE_SUSPECT: []}
-    off = int(TimerKind.OFF)
-    for row, key, service, may in zip(rows, row_keys, services, maybe, strict=True):
-        if not may and not probed:  # the common case: not superseded, no probe: timer decides
-            if timers[row] == off:
-                verdicts[IDLE_SUSPECT].append(row)
-            continue
+    probed, off = ctx.probed, int(TimerKind.OFF)
+    # The common case, in C: not superseded and no probe verdict, so the timer alone decides.
+    suspects: list[int] = []
+    slow = list(zip(rows, row_keys, services, strict=True))
+    if not probed:
+        unarmed = map(off.__eq__, map(timers.__getitem__, rows))
+        suspects = list(compress(rows, map(and_, map(not_, maybe), unarmed)))
+        slow = list(compress(slow, maybe))
+    verdicts: dict[Kind, list[int]] = {PHANTOM: [], IDLE_SUSPECT: suspects}
+    for row, key, service in slow:
         verdict = probed.get(key) if isinstance(key, int) else None
         if _proven_alive_lately(verdict, tracked.now, cfg.idle_seconds):
             continue
         kind = _judge(tracked, row, service, timers[row], newest, verdict)
         if kind is not None:
             verdicts[kind].append(row)
+    if slow and suspects:
+        suspects.sort()  # table order, as listed
     return verdicts, newest
+
+
+def _services(table: SocketTable, rows: list[int]) -> list[ServiceKey]:
+    """(netns, peer address, local port) of each row, in C (one peer_address per distinct address)."""
+    remotes = table.column("remote_address")
+    peer_of = {address: peer_address(address) for address in set(map(remotes.__getitem__, rows))}
+    peers = map(peer_of.__getitem__, map(remotes.__getitem__, rows))
+    ports = map(table.column("local_port").__getitem__, rows)
+    return list(zip(map(table.column("netns").__getitem__, rows), peers, ports, strict=True))
 
 
 _FIRST_POLL = attrgetter("first_seen_poll")
 _ESTABLISHED = int(TcpState.ESTABLISHED).__eq__
+_CONNECTED = frozenset(set(TcpState) - {TcpState.LISTEN, TcpState.CLOSE})
 
 
 def _idle_at(table: SocketTable, row: int) -> float:
@@ -271,13 +274,16 @@ def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[S
     remotes = table.column("remote_address")
     # Only rows whose remote address is one of the peers' spellings (IPv4, or IPv4-mapped) are read.
     spellings = {address for address in set(remotes) if peer_address(address) in peers}
-    ports, states, spaces = table.column("local_port"), table.column("state"), table.column("netns")
-    for row in compress(range(len(table)), map(spellings.__contains__, remotes)):
-        if states[row] not in (TcpState.LISTEN, TcpState.CLOSE):
-            track = tracked.track_at(row)
-            see(
-                (spaces[row], peer_address(remotes[row]), ports[row]), track.first_seen_poll, track.first_seen
-            )
+    states, keys = table.column("state"), table.column("key")
+    rows = list(compress(range(len(table)), map(spellings.__contains__, remotes)))
+    rows = list(compress(rows, map(_CONNECTED.__contains__, map(states.__getitem__, rows))))
+    # The newest track per service in C: sorted by first poll, a dict keeps the last (ties: same time).
+    tracks = list(map(tracked.tracks.__getitem__, map(keys.__getitem__, rows)))
+    found = _services(table, rows)
+    order = sorted(range(len(rows)), key=list(map(_FIRST_POLL, tracks)).__getitem__)
+    latest = dict(zip(map(found.__getitem__, order), map(tracks.__getitem__, order), strict=True))
+    for key in services & latest.keys():
+        see(key, latest[key].first_seen_poll, latest[key].first_seen)
     for key in services:
         peer = tracked.openings.newest(key)
         if peer is not None:
