@@ -105,9 +105,8 @@ def run_point(
     spec: Spec, rounds: int, methods: tuple[str, ...], log: IO[str], profile: str | None, worst: bool = False
 ) -> Point:
     label = " (worst case)" if worst else ""
-    _say(
-        f"== {spec.connections} connections, {spec.processes} processes ({spec.expected_sockets} sockets){label}"
-    )
+    sockets = spec.expected_sockets
+    _say(f"== {spec.connections} connections, {spec.processes} processes ({sockets} sockets){label}")
     idle = WORST_IDLE_SECONDS if worst else 0.0
     lifetime = 1800.0  # children exit by themselves after this, whatever happens to the driver
     samples = Rounds()
