@@ -24,20 +24,23 @@ from typing import IO, Any
 
 from nsutil import Namespace
 from population import Spec, build
-from tables import Part, Point, render, render_breakdown
+from tables import Part, Point, render, render_breakdown, render_resources
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 EXPORTER_PORT = 9100
 METHODS = ("tcpwatchd", "ss", "psutil", "scrape")
-SERIES = ("cold", "steady", "ss", "psutil", "scrape", "rss", "seen", "findings", "gc")
+SERIES = ("cold", "steady", "ss", "psutil", "scrape", "rss", "seen", "findings", "gc", "idle_rss", "cpu")
+WORST_IDLE_SECONDS = 4.0  # [detect.phantom] idle_seconds of the worst-case rows (issue 12)
 
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _worker(ns: Namespace, method: str, timeout: float) -> dict[str, Any]:
+def _worker(ns: Namespace, method: str, timeout: float, idle: float = 0.0) -> dict[str, Any]:
     argv = [method, str(EXPORTER_PORT)] if method == "scrape" else [method]
+    if method == "tcpwatchd" and idle > 0:
+        argv += ["--idle-seconds", str(idle)]
     out = ns.python("poll_worker.py", *argv, timeout=timeout)
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
@@ -50,10 +53,10 @@ class Rounds:
         self.series: dict[str, list[float]] = {name: [] for name in SERIES}
         self.parts: dict[str, list[float]] = {}
 
-    def run(self, ns: Namespace, rounds: int, methods: tuple[str, ...], timeout: float) -> None:
+    def run(self, ns: Namespace, rounds: int, methods: tuple[str, ...], timeout: float, idle: float) -> None:
         for r in range(rounds):
             for method in methods[r % len(methods) :] + methods[: r % len(methods)]:
-                self._add(method, _worker(ns, method, timeout))
+                self._add(method, _worker(ns, method, timeout, idle))
             latest = ", ".join(f"{k} {v[-1]:.3f}" for k, v in self.series.items() if v)
             _say(f"  round {r + 1}/{rounds}: {latest}")
 
@@ -68,15 +71,18 @@ class Rounds:
             ("seen", res["sockets"]),
             ("findings", res["findings"]),
             ("gc", res["gc_steady"]),
+            ("idle_rss", res["idle_rss_kb"] / 1024),
+            ("cpu", res["cpu_steady"]),
         ):
             self.series[name].append(value)
         for name, seconds in res["steady_parts"].items():
             self.parts.setdefault(name, []).append(seconds)
 
-    def point(self, spec: Spec, rounds: int, build_seconds: float, sockets: int) -> Point:
+    def point(self, spec: Spec, rounds: int, build_seconds: float, sockets: int, worst: bool) -> Point:
         m = {name: _median(values) for name, values in self.series.items()}
         return Point(
             spec=spec,
+            worst=worst,
             rounds=rounds,
             build_seconds=build_seconds,
             sockets=sockets,
@@ -89,12 +95,19 @@ class Rounds:
             rss_mb=max(self.series["rss"], default=float("nan")),
             findings=int(m["findings"]) if self.series["findings"] else 0,
             gc_steady=m["gc"],
+            idle_rss_mb=m["idle_rss"],
+            cpu_steady=m["cpu"],
             parts=tuple(Part(name, _median(values)) for name, values in sorted(self.parts.items())),
         )
 
 
-def run_point(spec: Spec, rounds: int, methods: tuple[str, ...], log: IO[str], profile: str | None) -> Point:
-    _say(f"== {spec.connections} connections, {spec.processes} processes ({spec.expected_sockets} sockets)")
+def run_point(
+    spec: Spec, rounds: int, methods: tuple[str, ...], log: IO[str], profile: str | None, worst: bool = False
+) -> Point:
+    label = " (worst case)" if worst else ""
+    sockets = spec.expected_sockets
+    _say(f"== {spec.connections} connections, {spec.processes} processes ({sockets} sockets){label}")
+    idle = WORST_IDLE_SECONDS if worst else 0.0
     lifetime = 1800.0  # children exit by themselves after this, whatever happens to the driver
     samples = Rounds()
     with Namespace(log) as ns:
@@ -104,12 +117,16 @@ def run_point(spec: Spec, rounds: int, methods: tuple[str, ...], log: IO[str], p
         pop = build(ns, spec, lifetime, others=1)
         _say(f"  built in {pop.build_seconds:.1f} s; ss -tanH counts {pop.sockets_seen} sockets")
         ns.python("poll_worker.py", "scrape", str(EXPORTER_PORT), "--warmup", "30", timeout=120)
-        samples.run(ns, rounds, methods, timeout=900)
+        if worst:  # nothing is sent after the handshakes: wait until every connection is idle past it
+            time.sleep(max(0.0, idle + 1.0 - pop.build_seconds))
+        samples.run(ns, rounds, methods, timeout=900, idle=idle)
         if profile:
             prefix = os.path.join(profile, f"profile-{spec.connections}-{spec.processes}")
-            ns.python("poll_worker.py", "tcpwatchd", "--profile", prefix, timeout=900)
+            ns.python(
+                "poll_worker.py", "tcpwatchd", "--profile", prefix, "--idle-seconds", str(idle), timeout=900
+            )
             _say(f"  cProfile of one cold and one steady poll: {prefix}-cold.txt, {prefix}-steady.txt")
-    return samples.point(spec, rounds, pop.build_seconds, pop.sockets_seen)
+    return samples.point(spec, rounds, pop.build_seconds, pop.sockets_seen, worst)
 
 
 def _machine() -> str:
@@ -144,6 +161,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="rounds per point (default 5; 3 at ≥50k)")
     parser.add_argument("--methods", type=_names, default=METHODS, help="subset of " + ",".join(METHODS))
     parser.add_argument("--profile", metavar="DIR", default=None, help="also write cProfile text per point")
+    parser.add_argument(
+        "--worst",
+        action="store_true",
+        help=f"worst-case rows: [detect.phantom] idle_seconds = {WORST_IDLE_SECONDS:g}, all idle past it",
+    )
     return parser.parse_args(argv)
 
 
@@ -171,12 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         for procs in args.procs:
             for size in args.sizes:
                 rounds = args.rounds or (3 if size >= 50000 else 5)
-                points.append(run_point(Spec(size, procs), rounds, args.methods, log, args.profile))
+                points.append(
+                    run_point(Spec(size, procs), rounds, args.methods, log, args.profile, args.worst)
+                )
     _say(f"total {time.monotonic() - started:.0f} s")
     print(f"{_machine()}; medians of interleaved rounds\n")
     print(render(points))
     print("\nWhere a steady poll goes (medians; tcpwatchd's own source and detector timings):\n")
     print(render_breakdown(points))
+    print("\nMemory beyond the idle process, and CPU at the default 10 s interval (steady polls):\n")
+    print(render_resources(points))
     return 0
 
 

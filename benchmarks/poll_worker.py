@@ -67,13 +67,19 @@ def _breakdown(result: Any) -> dict[str, float]:
     return parts
 
 
-def _poller() -> Any:
-    """A callable doing what the daemon does each interval: poll, then log the new findings."""
-    from tcpwatchd.config import Config, DaemonConfig, SysctlConfig
+def _poller(idle_seconds: float = 0.0) -> Any:
+    """A callable doing what the daemon does each interval: poll, then log the new findings.
+
+    `idle_seconds` > 0 sets [detect.phantom] idle_seconds (the worst-case rows: every idle connection
+    without keepalive becomes an idle suspect)."""
+    from tcpwatchd.config import Config
     from tcpwatchd.outputs.announce import Announcer
     from tcpwatchd.poller import Poller
 
-    poller = Poller(Config(daemon=DaemonConfig(source="sockdiag"), sysctl=SysctlConfig(mode="off")))
+    raw: dict[str, Any] = {"daemon": {"source": "sockdiag"}, "sysctl": {"mode": "off"}}
+    if idle_seconds > 0:
+        raw["detect"] = {"phantom": {"idle_seconds": idle_seconds}}
+    poller = Poller(Config.model_validate(raw))
     announcer = Announcer()
 
     def cycle() -> Any:
@@ -84,23 +90,28 @@ def _poller() -> Any:
     return cycle
 
 
-def measure_tcpwatchd(steady: int) -> dict[str, Any]:
-    poll = _poller()
+def measure_tcpwatchd(steady: int, idle_seconds: float = 0.0) -> dict[str, Any]:
+    poll = _poller(idle_seconds)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     gc_clock = GcClock()
     cold, result = _timed(poll)
     sockets, owned = len(result.snapshot.sockets), len(result.snapshot.owners)
     gc_cold, gc_clock.seconds = gc_clock.seconds, 0.0
     times = []
+    cpu_start = _cpu()
     for _ in range(steady):
         # The previous result stays alive during the poll, as in the daemon (it is what /metrics serves),
         # slimmed as the daemon keeps it (PollResult.retained).
         result = result.retained()
         seconds, result = _timed(poll)
         times.append(seconds)
+    cpu = _cpu() - cpu_start
     return {
         "cold": cold,
         "steady": times,
         "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # KiB on Linux (getrusage(2))
+        "idle_rss_kb": rss_before,  # after the imports and the Poller, before the first poll
+        "cpu_steady": cpu / steady,  # user + system seconds of one steady poll, all threads
         "sockets": sockets,
         "owned": owned,
         "findings": len(result.report.findings),
@@ -110,8 +121,13 @@ def measure_tcpwatchd(steady: int) -> dict[str, Any]:
     }
 
 
-def profile_tcpwatchd(prefix: str) -> dict[str, Any]:
-    poll = _poller()
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def profile_tcpwatchd(prefix: str, idle_seconds: float = 0.0) -> dict[str, Any]:
+    poll = _poller(idle_seconds)
     first = _profiled(poll, f"{prefix}-cold.txt")
     second = _profiled(poll, f"{prefix}-steady.txt")
     return {"cold": first.duration_seconds, "steady": [second.duration_seconds]}
@@ -167,9 +183,13 @@ def main() -> None:
     parser.add_argument("--steady", type=int, default=3, choices=range(1, 100), metavar="K")
     parser.add_argument("--profile", default=None)
     parser.add_argument("--warmup", type=float, default=0.0)
+    parser.add_argument("--idle-seconds", type=float, default=0.0, help="[detect.phantom] idle_seconds")
     args = parser.parse_args()
     if args.mode == "tcpwatchd":
-        result = profile_tcpwatchd(args.profile) if args.profile else measure_tcpwatchd(args.steady)
+        if args.profile:
+            result = profile_tcpwatchd(args.profile, args.idle_seconds)
+        else:
+            result = measure_tcpwatchd(args.steady, args.idle_seconds)
     elif args.mode == "psutil":
         result = measure_psutil()
     elif args.mode == "ss":

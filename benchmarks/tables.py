@@ -35,6 +35,9 @@ class Point:
     findings: int  # findings in a steady poll
     gc_steady: float  # seconds of cyclic GC inside one steady poll (median)
     parts: tuple[Part, ...]  # medians across rounds
+    worst: bool = False  # the worst-case population (every connection idle past the phantom threshold)
+    idle_rss_mb: float = math.nan  # ru_maxrss after the imports and the Poller, before the first poll
+    cpu_steady: float = math.nan  # CPU seconds (user + system, all threads) of one steady poll
 
     @property
     def rss_target_mb(self) -> float:
@@ -63,7 +66,7 @@ def render(points: list[Point]) -> str:
         if not math.isnan(p.rss_mb):
             rss += " ok" if p.rss_mb < p.rss_target_mb else " over"
         rows.append(
-            f"| {p.spec.connections} | {p.spec.processes} | {p.sockets} | {p.rounds} | {_s(p.cold)} "
+            f"| {_n(p)} | {p.spec.processes} | {p.sockets} | {p.rounds} | {_s(p.cold)} "
             f"| {_s(p.steady)} | {_s(p.ss)} | {_s(p.psutil)} | {_s(p.scrape)} | {p.rss_mb:.0f} MB "
             f"| {_mark(p.cold / p.ss, COLD_VS_SS)} | {_mark(p.cold / p.psutil, COLD_VS_PSUTIL)} "
             f"| {_mark(p.steady / p.scrape, STEADY_VS_SCRAPE)} | {rss} |"
@@ -86,9 +89,30 @@ def render_breakdown(points: list[Point]) -> str:
         slowest = max(detectors, key=lambda part: part.seconds, default=Part("-", math.nan))
         spent = sum(part.seconds for part in p.parts)
         rows.append(
-            f"| {p.spec.connections} | {p.spec.processes} | {_s(p.steady)} "
+            f"| {_n(p)} | {p.spec.processes} | {_s(p.steady)} "
             f"| {_s(by.get('source:sockdiag', math.nan))} | {_s(by.get('source:owners', math.nan))} "
             f"| {_s(sum(d.seconds for d in detectors))} | {slowest.name[7:]} {_s(slowest.seconds)} "
             f"| {p.findings} | {_s(max(0.0, p.steady - spent))} | {_s(p.gc_steady)} |"
+        )
+    return "\n".join(rows)
+
+
+def _n(p: Point) -> str:
+    return f"{p.spec.connections}{' worst' if p.worst else ''}"
+
+
+def render_resources(points: list[Point], interval: float = 10.0) -> str:
+    """Bytes per socket beyond the idle process, and the share of one core at `interval` (issue 12)."""
+    rows = [
+        "| connections | procs | sockets | idle RSS | peak RSS | bytes/socket | CPU/steady poll "
+        "| core share at 10 s |",
+        "|" + "---:|" * 8,
+    ]
+    for p in points:
+        per = (p.rss_mb - p.idle_rss_mb) * 1024 * 1024 / max(1, p.sockets)
+        share = 100.0 * p.cpu_steady / interval
+        rows.append(
+            f"| {_n(p)} | {p.spec.processes} | {p.sockets} | {p.idle_rss_mb:.0f} MB | {p.rss_mb:.0f} MB "
+            f"| {per:.0f} | {_s(p.cpu_steady)} | {share:.2f} % |"
         )
     return "\n".join(rows)

@@ -49,6 +49,10 @@ STRUCTURE: tuple[Column, ...] = ("key", "state", "inode", "timer")
 # seen after start is not an opening.
 UNCONNECTED = frozenset({TcpState.LISTEN, TcpState.CLOSE})
 ConnKey = tuple[int, int, str, int, str, int, int]
+# One column's values in row order: a compact `array.array` for numbers from a dump (sockdiag_columns),
+# a list otherwise (addresses; sockets that exist as objects). Read-only to its users: index, iterate,
+# compare, count, `in`, `bytes()` of a u8 column; never `+` or mutate.
+Values = Sequence[Any]
 
 
 class Part(Protocol):
@@ -56,7 +60,7 @@ class Part(Protocol):
 
     def socket(self, i: int) -> Socket: ...
 
-    def column(self, name: Column) -> list[Any]: ...
+    def column(self, name: Column) -> Values: ...
 
 
 def object_key(sock: Socket) -> Key:

@@ -20,6 +20,7 @@ from tcpwatchd.config import Config
 from tcpwatchd.detectors.registry import registered
 from tcpwatchd.model import ProcessLabels, SourceStatus
 from tcpwatchd.openings import OpeningWindows
+from tcpwatchd.rekey import REKEY_COLUMNS
 from tcpwatchd.report import Report, build_report
 from tcpwatchd.rules import Rules
 from tcpwatchd.snapshot import Snapshot, count_by_state_and_process
@@ -125,6 +126,7 @@ class Poller:
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
         self._carry = Carry()
+        self._table = SocketTable()  # the last poll's, released when the next one starts
         self._probing = ProbeStage(cfg.detect, proc_root=proc_root)
 
     @property
@@ -151,6 +153,9 @@ class Poller:
 
     def _poll(self) -> PollResult:
         start = time.perf_counter()
+        # Before this poll's dump: the previous table's buffers go back to the system (the tracker and
+        # the carry read its columns only), so two dumps are never resident at once.
+        self._table.release(keep=REKEY_COLUMNS)
         snapshot = self._taker.take()
         snapshot.inherit(self._carry)
         tracked = self._tracker.update(snapshot)
@@ -161,7 +166,7 @@ class Poller:
         )
         probes = self._probing.step(tracked, report)
         counts = count_by_state_and_process(snapshot)
-        self._carry = snapshot.carry()
+        self._carry, self._table = snapshot.carry(), snapshot.sockets
         return PollResult(
             tracked=tracked,
             report=report,

@@ -12,10 +12,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TypeVar
 
-from tcpwatchd.columns import UNCONNECTED, ConnKey, Key
+from tcpwatchd.columns import UNCONNECTED, Column, ConnKey, Key
 from tcpwatchd.table import SocketTable
 
 T = TypeVar("T")
+
+# What `rekeyed` reads of the previous table: kept when that table's buffers are released.
+REKEY_COLUMNS: tuple[Column, ...] = (
+    "key",
+    "state",
+    "inode",
+    "netns",
+    "family",
+    "local_address",
+    "local_port",
+    "remote_address",
+    "remote_port",
+)
 
 
 def _cookies(table: SocketTable) -> bool | None:

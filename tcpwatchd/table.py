@@ -19,7 +19,8 @@ from the declaration, never the caller, so a value that reads tcp_info or queues
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress
 from typing import Any, Generic, TypeVar, overload
@@ -30,6 +31,7 @@ from tcpwatchd.columns import (
     Column,
     ObjectPart,
     Part,
+    Values,
 )
 from tcpwatchd.model import Socket, TcpState, queued_data
 
@@ -61,14 +63,14 @@ class Carry:
     """What a poll hands to the next: its derived values and the columns and owners they were built from."""
 
     values: Mapping[Derived[Any], Any] = field(default_factory=dict)
-    columns: Mapping[str, list[Any]] = field(default_factory=dict)
+    columns: Mapping[str, Values] = field(default_factory=dict)
     owners: Mapping[int, Any] | None = None
 
 
 class SocketTable(Sequence[Socket]):
     """The sockets of one poll. Indexing or iterating builds `Socket`s; `column()` is the fast way in."""
 
-    __slots__ = ("_derived", "_ends", "_memo", "_n", "_parts")
+    __slots__ = ("_derived", "_ends", "_memo", "_n", "_parts", "_released")
 
     def __init__(self, parts: Sequence[Part] = ()) -> None:
         self._parts = tuple(p for p in parts if len(p))
@@ -78,8 +80,9 @@ class SocketTable(Sequence[Socket]):
             ends.append(n)
         self._ends = ends
         self._n = n
-        self._memo: dict[str, list[Any]] = {}  # column name -> values
+        self._memo: dict[str, Values] = {}  # column name -> values
         self._derived: dict[Derived[Any], Any] = {}
+        self._released = False
 
     @classmethod
     def of(cls, sockets: Sequence[Socket]) -> SocketTable:
@@ -122,6 +125,8 @@ class SocketTable(Sequence[Socket]):
 
     def socket(self, i: int) -> Socket:
         """The `Socket` at row `i` (0 <= i < len), built on demand."""
+        if self._released:
+            raise LookupError("this socket table was released: only its columns remain")
         start = 0
         for part, end in zip(self._parts, self._ends, strict=True):
             if i < end:
@@ -132,18 +137,30 @@ class SocketTable(Sequence[Socket]):
     def sockets(self, rows: Sequence[int]) -> list[Socket]:
         return [self.socket(i) for i in rows]
 
-    def column(self, name: Column) -> list[Any]:
-        """One field for every socket, in row order (memoised: do not mutate the list)."""
+    def column(self, name: Column) -> Values:
+        """One field for every socket, in row order (memoised: do not mutate it). Numbers from a dump
+        come as a compact `array.array`, other columns as lists; both index, iterate and compare."""
         col = self._memo.get(name)
         if col is None:
             if name not in COLUMNS:
                 raise KeyError(f"no socket column {name!r}")
+            if self._released:
+                raise LookupError(f"this socket table was released before column {name!r} was read")
             if len(self._parts) == 1:
                 col = self._parts[0].column(name)
             else:
-                col = list(chain.from_iterable(p.column(name) for p in self._parts))
+                col = _joined([p.column(name) for p in self._parts])
             self._memo[name] = col
         return col
+
+    def release(self, keep: Iterable[Column] = ()) -> None:
+        """Drop the parts (a dump's receive buffers: the bulk of a table), keeping the columns read so far,
+        the `keep` ones, and the derived values. What a later poll reads of this one is columns (the
+        tracker's previous table, the carry), so the buffers need not stay resident until then;
+        afterwards `socket()` and a column not kept raise LookupError."""
+        for name in keep:
+            self.column(name)
+        self._parts, self._released = (), True
 
     def derive(self, what: Derived[T], compute: Callable[[], T]) -> T:
         """`what` for this table, computed once (or inherited from the previous poll)."""
@@ -217,7 +234,7 @@ class SocketTable(Sequence[Socket]):
     def unread_bytes(self, i: int) -> int:
         return queued_data(self.column("state")[i], self.column("rqueue")[i])
 
-    def structure(self) -> tuple[list[Any], ...]:
+    def structure(self) -> tuple[Values, ...]:
         """Identity keys, states, inodes and timers, in row order: two polls with equal structures have
         the same sockets in the same order, and differ at most in queues, timers' expiry and tcp_info."""
         return tuple(self.column(name) for name in STRUCTURE)
@@ -225,6 +242,23 @@ class SocketTable(Sequence[Socket]):
 
 _ROWS_BY_STATE = Derived[dict[int, list[int]]]("table.rows_by_state", reads=("state",))
 _UNREAD_ROWS = Derived[list[int]]("table.unread_rows", reads=("state", "rqueue"))
+
+
+def _joined(columns: list[Values]) -> Values:
+    """Parts' columns end to end: one array when every part gave one (of a wider signed type when their
+    types differ: tcp_info's u32 next to the -1 of parts without tcp_info), else a list."""
+    arrays = [c for c in columns if isinstance(c, array)]
+    if len(arrays) < len(columns):
+        return list(chain.from_iterable(columns))
+    codes = {c.typecode for c in arrays}
+    out: array[Any] = array(codes.pop() if len(codes) == 1 else "h" if codes <= {"b", "B"} else "q")
+    try:
+        for c in arrays:
+            out.extend(c if c.typecode == out.typecode else iter(c))
+    except OverflowError:  # a u64 of 2**63 or more among signed values
+        return list(chain.from_iterable(columns))
+    return out
+
 
 # _ONLY[s] translates byte s to 1 and every other byte to 0.
 _ONLY = tuple(bytes(int(b == s) for b in range(256)) for s in range(256))

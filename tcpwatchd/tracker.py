@@ -20,7 +20,7 @@ history is identical (all those of the first poll in one state, for instance).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -102,7 +102,7 @@ class Tracker:
 
     def __init__(self, history_seconds: float = 900.0, windows: OpeningWindows | None = None) -> None:
         self._tracks: dict[Key, Track] = {}
-        self._structure: tuple[list[Any], ...] = ()
+        self._structure: tuple[Sequence[Any], ...] = ()
         self._unread: frozenset[Key] = frozenset()
         self._requests: dict[ConnKey, Key] = {}  # 4-tuple -> key of the request sockets last seen
         windows = windows or OpeningWindows()
@@ -223,7 +223,7 @@ class _Rebuild:
         }
         return new
 
-    def _baseline(self, keys: list[Any], states: list[int]) -> dict[Key, Track]:
+    def _baseline(self, keys: Sequence[Any], states: Sequence[int]) -> dict[Key, Track]:
         """The first poll, with cookie identities: one shared Track per state, assigned in C."""
         by_state = {state: self._shared(state, False, 0) for state in set(states)}
         new = dict(zip(keys, map(by_state.__getitem__, states), strict=True))

@@ -234,6 +234,20 @@ def connection_finding(
     )
 
 
+def row_finding(
+    kind: Kind, tracked: TrackedPoll, row: int, age: float, details: tuple[Detail, ...] = ()
+) -> Finding:
+    """`connection_finding` for the socket at `row`, read from the table's columns: no `Socket` is built
+    (a poll can name thousands: 20 per process and kind). Same fields as `connection_finding`."""
+    table = tracked.snapshot.sockets
+    inode = table.column("inode")[row]
+    owner = tracked.snapshot.owners.get(inode) if inode else None
+    laddr, raddr = table.column("local_address")[row], table.column("remote_address")[row]
+    local = endpoint(laddr, table.column("local_port")[row])
+    remote = endpoint(raddr, table.column("remote_port")[row])
+    return owned_finding(kind, owner, local, remote, peer_address(raddr), age, details)
+
+
 def owned_finding(
     kind: Kind,
     owner: Owner | None,

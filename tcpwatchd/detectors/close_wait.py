@@ -18,10 +18,10 @@ from tcpwatchd.detectors.base import (
     Finding,
     Kind,
     Outcome,
-    connection_finding,
     judged_rows,
     mass_outcome,
     owner_labels,
+    row_finding,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, register
 from tcpwatchd.model import ProcessLabels, TcpState
@@ -50,7 +50,7 @@ def detect_close_wait(tracked: TrackedPoll, cfg: CloseWaitConfig, ctx: Context) 
         # Already in CLOSE_WAIT at tcpwatchd's first poll: the real age is unknown and larger.
         lower_bound = track.preexisting and track.state_since == track.first_seen
         details = (Detail("age_is_lower_bound", "yes"),) if lower_bound else ()
-        return connection_finding(CLOSE_WAIT, tracked, table.socket(row), now - track.state_since, details)
+        return row_finding(CLOSE_WAIT, tracked, row, now - track.state_since, details)
 
     outcome = mass_outcome(CLOSE_WAIT, tracked, leaked, finding)
     return Outcome(

@@ -22,8 +22,8 @@ from tcpwatchd.detectors.base import (
     Finding,
     Kind,
     Outcome,
-    connection_finding,
     mass_outcome,
+    row_finding,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import TcpState, TimerKind
@@ -55,7 +55,7 @@ def detect_keepalive_off(tracked: TrackedPoll, cfg: KeepaliveOffConfig, ctx: Con
 
     def finding(row: int) -> Finding:
         age = tracked.now - tracked.track_at(row).first_seen
-        return connection_finding(KEEPALIVE_OFF, tracked, table.socket(row), age)
+        return row_finding(KEEPALIVE_OFF, tracked, row, age)
 
     return mass_outcome(KEEPALIVE_OFF, tracked, rows, finding)
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import compress
+from itertools import compress, repeat
+from operator import and_, attrgetter, gt, not_
 from types import MappingProxyType
 from typing import Literal
 
@@ -40,13 +41,14 @@ from tcpwatchd.detectors.base import (
     Outcome,
     Probed,
     Proof,
-    connection_finding,
     mass_outcome,
     peer_address,
+    row_finding,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
-from tcpwatchd.model import Socket, TcpState, TimerKind
+from tcpwatchd.model import TcpState, TimerKind
 from tcpwatchd.sections import DetectorSettings
+from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import TrackedPoll
 
 PHANTOM = Kind("phantom")
@@ -118,8 +120,13 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
     # Idle connections are usually few, often none: find them in C before judging any.
     idle_rows: list[int] = []
     if max(data_ms, default=-1) >= limit_ms and max(ack_ms, default=-1) >= limit_ms:
-        quiet = compress(range(len(table)), map(limit_ms.__le__, data_ms))
-        idle_rows = [row for row in quiet if ack_ms[row] >= limit_ms and states[row] == TcpState.ESTABLISHED]
+        quiet = list(compress(range(len(table)), map(limit_ms.__le__, data_ms)))
+        also = map(
+            and_,
+            map(limit_ms.__le__, map(ack_ms.__getitem__, quiet)),
+            map(_ESTABLISHED, map(states.__getitem__, quiet)),
+        )
+        idle_rows = list(compress(quiet, also))
     degraded = ""
     if blind:
         degraded = (
@@ -128,19 +135,10 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
         )
     if not idle_rows:
         return Outcome(degraded=degraded)
-    sockets = {row: table.socket(row) for row in idle_rows}
-    newest = _newest_sightings(tracked, {_service(sock) for sock in sockets.values()})
-    verdicts: dict[Kind, list[int]] = {PHANTOM: [], IDLE_SUSPECT: []}
-    for row, sock in sockets.items():
-        probed = ctx.probed.get(sock.cookie) if sock.cookie is not None else None
-        if _proven_alive_lately(probed, tracked.now, cfg.idle_seconds):
-            continue
-        kind = _judge(tracked, row, sock, _idle_seconds(sock), newest, probed)
-        if kind is not None:
-            verdicts[kind].append(row)
+    verdicts, newest = _verdicts(tracked, cfg, ctx, idle_rows)
 
     def finding(kind: Kind) -> Callable[[int], Finding]:
-        return lambda row: _finding(kind, tracked, sockets[row], newest, ctx)
+        return lambda row: _finding(kind, tracked, row, newest, ctx)
 
     phantoms = mass_outcome(PHANTOM, tracked, verdicts[PHANTOM], finding(PHANTOM))
     suspects = mass_outcome(IDLE_SUSPECT, tracked, verdicts[IDLE_SUSPECT], finding(IDLE_SUSPECT))
@@ -152,13 +150,58 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
     )
 
 
-def _idle_seconds(sock: Socket) -> float:
-    info = sock.tcp_info
-    return min(info.last_data_recv_ms, info.last_ack_recv_ms) / 1000.0 if info else 0.0
+def _verdicts(
+    tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context, rows: list[int]
+) -> tuple[dict[Kind, list[int]], dict[ServiceKey, Sighting]]:
+    """The idle rows judged phantom or suspect, from columns: a host full of idle pools has tens of
+    thousands. Only rows with a newer sighting or a probe verdict take the per-row path."""
+    table = tracked.snapshot.sockets
+    keys, timers = table.column("key"), table.column("timer")
+    services = _services(table, rows)
+    newest = _newest_sightings(tracked, set(services))
+    row_keys = list(map(keys.__getitem__, rows))
+    first_polls = map(_FIRST_POLL, map(tracked.tracks.__getitem__, row_keys))
+    newest_polls = map({k: s.poll for k, s in newest.items()}.get, services, repeat(0))
+    maybe = list(map(gt, newest_polls, first_polls))
+    probed, off = ctx.probed, int(TimerKind.OFF)
+    # The common case, in C: not superseded and no probe verdict, so the timer alone decides.
+    suspects: list[int] = []
+    slow = list(zip(rows, row_keys, services, strict=True))
+    if not probed:
+        unarmed = map(off.__eq__, map(timers.__getitem__, rows))
+        suspects = list(compress(rows, map(and_, map(not_, maybe), unarmed)))
+        slow = list(compress(slow, maybe))
+    verdicts: dict[Kind, list[int]] = {PHANTOM: [], IDLE_SUSPECT: suspects}
+    for row, key, service in slow:
+        verdict = probed.get(key) if isinstance(key, int) else None
+        if _proven_alive_lately(verdict, tracked.now, cfg.idle_seconds):
+            continue
+        kind = _judge(tracked, row, service, timers[row], newest, verdict)
+        if kind is not None:
+            verdicts[kind].append(row)
+    if slow and suspects:
+        suspects.sort()  # table order, as listed
+    return verdicts, newest
 
 
-def _service(sock: Socket) -> ServiceKey:
-    return (sock.netns, peer_address(sock.remote_address), sock.local_port)
+def _services(table: SocketTable, rows: list[int]) -> list[ServiceKey]:
+    """(netns, peer address, local port) of each row, in C (one peer_address per distinct address)."""
+    remotes = table.column("remote_address")
+    peer_of = {address: peer_address(address) for address in set(map(remotes.__getitem__, rows))}
+    peers = map(peer_of.__getitem__, map(remotes.__getitem__, rows))
+    ports = map(table.column("local_port").__getitem__, rows)
+    return list(zip(map(table.column("netns").__getitem__, rows), peers, ports, strict=True))
+
+
+_FIRST_POLL = attrgetter("first_seen_poll")
+_ESTABLISHED = int(TcpState.ESTABLISHED).__eq__
+_CONNECTED = frozenset(set(TcpState) - {TcpState.LISTEN, TcpState.CLOSE})
+
+
+def _idle_at(table: SocketTable, row: int) -> float:
+    """Seconds since anything was received (both tcp_info figures are known for an idle row)."""
+    received: int = min(table.column("last_data_recv_ms")[row], table.column("last_ack_recv_ms")[row])
+    return received / 1000.0
 
 
 def _proven_alive_lately(probed: Probed | None, now: float, idle_seconds: float) -> bool:
@@ -169,37 +212,47 @@ def _proven_alive_lately(probed: Probed | None, now: float, idle_seconds: float)
 def _judge(
     tracked: TrackedPoll,
     row: int,
-    sock: Socket,
-    idle: float,
+    service: ServiceKey,
+    timer: int,
     newest: dict[ServiceKey, Sighting],
     probed: Probed | None = None,
 ) -> Kind | None:
     track = tracked.track_at(row)
-    seen = newest.get(_service(sock))
+    data_ms, ack_ms = (
+        tracked.snapshot.sockets.column("last_data_recv_ms"),
+        tracked.snapshot.sockets.column("last_ack_recv_ms"),
+    )
+    idle = min(data_ms[row], ack_ms[row]) / 1000.0
+    seen = newest.get(service)
     if seen is not None and seen.poll > track.first_seen_poll and seen.at > tracked.now - idle:
         return PHANTOM
     # The keepalive timer of a probe in flight is tcpwatchd's, not the application's.
     ours = probed is not None and probed.proof is Proof.PROBING
-    return IDLE_SUSPECT if sock.timer is TimerKind.OFF or ours else None
+    return IDLE_SUSPECT if timer == TimerKind.OFF or ours else None
 
 
 def _finding(
-    kind: Kind, tracked: TrackedPoll, sock: Socket, newest: dict[ServiceKey, Sighting], ctx: Context
+    kind: Kind, tracked: TrackedPoll, row: int, newest: dict[ServiceKey, Sighting], ctx: Context
 ) -> Finding:
-    idle = _idle_seconds(sock)
-    probed = ctx.probed.get(sock.cookie) if sock.cookie is not None else None
+    """The finding for `row`, from columns (no Socket: see `_verdicts`)."""
+    table = tracked.snapshot.sockets
+    idle = _idle_at(table, row)
+    key = table.column("key")[row]
+    probed = ctx.probed.get(key) if isinstance(key, int) else None  # cookies (sock_diag) only
     proof = (Detail("probe", probed.proof.value),) if probed is not None else ()
     if kind == PHANTOM:
-        seen = newest[_service(sock)]
+        remote = table.column("remote_address")[row]
+        seen = newest[(table.column("netns")[row], peer_address(remote), table.column("local_port")[row])]
+        keepalive = table.column("timer")[row] == TimerKind.KEEPALIVE
         details = (
             Detail("idle_seconds", round(idle, 1)),
             Detail("newer_connection_seen_seconds_ago", round(tracked.now - seen.at, 1)),
-            Detail("keepalive", "on" if sock.timer is TimerKind.KEEPALIVE else "off"),
+            Detail("keepalive", "on" if keepalive else "off"),
             *proof,
         )
-        return connection_finding(PHANTOM, tracked, sock, idle, details)
+        return row_finding(PHANTOM, tracked, row, idle, details)
     details = (Detail("idle_seconds", round(idle, 1)), *proof)
-    return connection_finding(IDLE_SUSPECT, tracked, sock, idle, details)
+    return row_finding(IDLE_SUSPECT, tracked, row, idle, details)
 
 
 def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[ServiceKey, Sighting]:
@@ -221,13 +274,16 @@ def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[S
     remotes = table.column("remote_address")
     # Only rows whose remote address is one of the peers' spellings (IPv4, or IPv4-mapped) are read.
     spellings = {address for address in set(remotes) if peer_address(address) in peers}
-    ports, states, spaces = table.column("local_port"), table.column("state"), table.column("netns")
-    for row in compress(range(len(table)), map(spellings.__contains__, remotes)):
-        if states[row] not in (TcpState.LISTEN, TcpState.CLOSE):
-            track = tracked.track_at(row)
-            see(
-                (spaces[row], peer_address(remotes[row]), ports[row]), track.first_seen_poll, track.first_seen
-            )
+    states, keys = table.column("state"), table.column("key")
+    rows = list(compress(range(len(table)), map(spellings.__contains__, remotes)))
+    rows = list(compress(rows, map(_CONNECTED.__contains__, map(states.__getitem__, rows))))
+    # The newest track per service in C: sorted by first poll, a dict keeps the last (ties: same time).
+    tracks = list(map(tracked.tracks.__getitem__, map(keys.__getitem__, rows)))
+    found = _services(table, rows)
+    order = sorted(range(len(rows)), key=list(map(_FIRST_POLL, tracks)).__getitem__)
+    latest = dict(zip(map(found.__getitem__, order), map(tracks.__getitem__, order), strict=True))
+    for key in services & latest.keys():
+        see(key, latest[key].first_seen_poll, latest[key].first_seen)
     for key in services:
         peer = tracked.openings.newest(key)
         if peer is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import compress
+from operator import and_, not_
 from types import MappingProxyType
 
 from pydantic import Field
@@ -38,6 +39,7 @@ from tcpwatchd.tracker import TrackedPoll
 PORT_EXHAUSTION = Kind("port_exhaustion")
 USE_RATIO = "ephemeral_port_use_ratio"
 Destination = tuple[int, str, str, int]  # (netns, local address, remote address, remote port)
+_CONNECTED = frozenset(set(TcpState) - {TcpState.LISTEN, TcpState.CLOSE})
 
 
 class PortExhaustionConfig(DetectorSettings):
@@ -54,29 +56,41 @@ def detect_port_exhaustion(tracked: TrackedPoll, cfg: PortExhaustionConfig, ctx:
     low = min(r.low for r in ranges.values())
     high = max(r.high for r in ranges.values())
     listening = {(spaces[r], ports[r]) for r in table.rows_in(TcpState.LISTEN)}
-    candidates = compress(range(len(table)), map(lambda p: low <= p <= high, ports))
-    laddr, raddr, rport = (
-        table.column("local_address"),
-        table.column("remote_address"),
-        table.column("remote_port"),
+    # Which rows hold an ephemeral port, decided in C (a host has ~100k rows): in the range, not
+    # LISTEN/CLOSE, not a listener's port (an accepted connection).
+    chosen = list(
+        map(
+            and_,
+            map(and_, map(range(low, high + 1).__contains__, ports), map(_CONNECTED.__contains__, states)),
+            map(not_, map(listening.__contains__, zip(spaces, ports, strict=True))),
+        )
+    )
+    dests = list(
+        compress(
+            zip(
+                spaces,
+                table.column("local_address"),
+                table.column("remote_address"),
+                table.column("remote_port"),
+                strict=True,
+            ),
+            chosen,
+        )
     )
     labels = row_labels(snap)
-    use: Counter[Destination] = Counter()
-    holders: dict[Destination, Counter[ProcessLabels]] = {}
-    for row in candidates:
-        if states[row] in (TcpState.LISTEN, TcpState.CLOSE) or (spaces[row], ports[row]) in listening:
-            continue
-        dest = (spaces[row], laddr[row], raddr[row], rport[row])
-        use[dest] += 1
-        if labels[row] != NOBODY:
-            holders.setdefault(dest, Counter())[labels[row]] += 1
+    use: Counter[Destination] = Counter(dests)
+    held = Counter(zip(dests, compress(labels, chosen), strict=True))
+    holders: dict[Destination, tuple[ProcessLabels, int]] = {}  # the first of the most holding
+    for (dest, who), n in held.items():
+        if who != NOBODY and n > holders.get(dest, (NOBODY, 0))[1]:
+            holders[dest] = (who, n)
     worst: dict[ProcessLabels, float] = dict.fromkeys(set(labels), 0.0)
     findings = []
     for dest, n in use.items():
         usable = ranges[dest[0]].usable if dest[0] in ranges else 0
         if usable <= 0:
             continue
-        who = holders[dest].most_common(1)[0][0] if dest in holders else NOBODY
+        who = holders[dest][0] if dest in holders else NOBODY
         ratio = n / usable
         worst[who] = max(worst.get(who, 0.0), ratio)
         if ratio >= cfg.max_fill:

@@ -9,7 +9,7 @@ warning is logged; nothing is retried (a kernel or policy that refuses will refu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from tcpwatchd.facts import DESTROY_EVENTS, POLLING, ConnectionEvents
@@ -26,7 +26,7 @@ class _Keys:
 
     __slots__ = ("_keys", "_set")
 
-    def __init__(self, keys: list[object]) -> None:
+    def __init__(self, keys: Sequence[object]) -> None:
         self._keys, self._set = keys, None
 
     def __contains__(self, key: object) -> bool:

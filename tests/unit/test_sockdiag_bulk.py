@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from array import array
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
@@ -59,7 +60,7 @@ def test_every_column_matches_the_sockets_it_was_cut_from(name: str) -> None:
     rows = list(table)
     reference = ObjectPart(rows)
     for column in sorted(COLUMNS):
-        assert table.column(column) == reference.column(column), column
+        assert list(table.column(column)) == reference.column(column), column
 
 
 def test_a_run_of_equal_messages_is_one_raw_part_without_copies() -> None:
@@ -78,7 +79,7 @@ def test_mixed_lengths_are_grouped_and_timewait_rows_have_no_tcp_info() -> None:
     assert sorted(len(p) for p in result.parts) == [3, 21]
     short = next(p for p in result.parts if len(p) == 3)
     for column in ("last_data_recv_ms", "probes", "bytes_received", "bytes_acked"):
-        assert short.column(column) == [-1, -1, -1], column
+        assert list(short.column(column)) == [-1, -1, -1], column
     assert all(s.tcp_info is None for s in (short.socket(i) for i in range(3)))
 
 
@@ -101,9 +102,9 @@ def test_byte_counts_of_a_run_equal_the_message_decoder_even_above_32_bits() -> 
     (part,) = parse_bulk(memoryview(dump), socket.AF_INET, AddressCache()).parts
     assert isinstance(part, RawPart) and part.info_at == 128
     rows = list(parse_sockdiag(dump).sockets)
-    assert part.column("bytes_acked") == [s.tcp_info.bytes_acked for s in rows if s.tcp_info]
-    assert part.column("bytes_received") == [s.tcp_info.bytes_received for s in rows if s.tcp_info]
-    assert part.column("probes") == [s.tcp_info.probes for s in rows if s.tcp_info]
+    assert list(part.column("bytes_acked")) == [s.tcp_info.bytes_acked for s in rows if s.tcp_info]
+    assert list(part.column("bytes_received")) == [s.tcp_info.bytes_received for s in rows if s.tcp_info]
+    assert list(part.column("probes")) == [s.tcp_info.probes for s in rows if s.tcp_info]
     assert part.column("bytes_acked")[3] >= 5 << 32
 
 
@@ -117,8 +118,8 @@ def test_a_run_with_a_pre_4_1_tcp_info_has_no_byte_counts() -> None:
     dump = bytes(cut) * 40 + DONE
     (part,) = parse_bulk(memoryview(dump), socket.AF_INET, AddressCache()).parts
     assert isinstance(part, RawPart) and part.info_len == 104
-    assert part.column("bytes_acked") == part.column("bytes_received") == [-1] * 40
-    assert part.column("probes") == [0] * 40
+    assert list(part.column("bytes_acked")) == list(part.column("bytes_received")) == [-1] * 40
+    assert list(part.column("probes")) == [0] * 40
     assert Counter(SocketTable([part])) == Counter(parse_sockdiag(dump).sockets)
 
 
@@ -127,7 +128,7 @@ def test_a_cookie_above_32_bits_keeps_its_high_word() -> None:
     struct.pack_into("=I", first, 64, 7)  # idiag_cookie[1]
     table = bulk(bytes(first) + DONE)
     low = struct.unpack_from("=I", first, 60)[0]
-    assert table.column("key") == [low | 7 << 32] == [table[0].cookie]
+    assert list(table.column("key")) == [low | 7 << 32] == [table[0].cookie]
 
 
 def test_odd_messages_are_decoded_one_by_one_and_counted() -> None:
@@ -192,3 +193,32 @@ def test_a_dump_received_into_several_buffers_decodes_to_the_same_table(
     joined = sockdiag._joined(decoded)
     assert joined.done and not joined.interrupted and joined.skipped == 0
     assert Counter(SocketTable(joined.parts)) == Counter(bulk(load(name), FAMILY[name]))
+
+
+def test_numeric_columns_are_compact_arrays_and_join_across_parts() -> None:
+    """Numbers of a dump live in arrays (no int object per row); a table of several parts joins them,
+    widening where a part without tcp_info gives -1, and keeps a state column `bytes()` can read."""
+    result = parse_bulk(memoryview(load("population_inet4.bin")), socket.AF_INET, AddressCache())
+    table = SocketTable(result.parts)
+    assert len(result.parts) == 2
+    rows = list(table)
+    for name, code in (("state", "B"), ("inode", "I"), ("local_port", "H"), ("last_data_recv_ms", "q")):
+        column = table.column(name)
+        assert isinstance(column, array) and column.typecode == code, name
+        assert list(column) == ObjectPart(rows).column(name), name
+    assert bytes(table.column("state")) == bytes(s.state for s in rows)
+    assert -1 in table.column("last_data_recv_ms")
+
+
+def test_a_released_table_keeps_its_columns_and_drops_its_buffers() -> None:
+    """What the tracker and the carry read of the previous poll (columns) survives release()."""
+    result = parse_bulk(memoryview(load("population_inet4.bin")), socket.AF_INET, AddressCache())
+    table = SocketTable(result.parts)
+    states = list(table.column("state"))
+    table.release(keep=("local_address",))
+    assert len(table) == len(states) and list(table.column("state")) == states
+    assert len(table.column("local_address")) == len(states)
+    with pytest.raises(LookupError):
+        table.socket(0)
+    with pytest.raises(LookupError):
+        table.column("rqueue")
