@@ -178,8 +178,8 @@ def docker_identity(config: object) -> PodIdentity | None:
         )
         parsed = parse_container_log_name(name)  # the same validation as the kubelet's file names
         return parsed[1] if parsed else None
-    name = config.get("Name")
-    match = _DOCKER_NAME.fullmatch(name) if isinstance(name, str) else None
+    docker_name = config.get("Name")
+    match = _DOCKER_NAME.fullmatch(docker_name) if isinstance(docker_name, str) else None
     return PodIdentity(namespace="", pod="", container=match.group(1)) if match else None
 
 
