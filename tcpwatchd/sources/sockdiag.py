@@ -80,12 +80,17 @@ def open_sock_diag(timeout: float = 5.0) -> socket.socket:
 class SockDiagReader:
     """Dumps every TCP socket of this process's network namespace into a SocketTable.
 
-    Kept across polls for what is worth remembering: address texts.
+    Kept across polls for what is worth remembering: address texts. `open_socket(family)`, when given,
+    supplies the socket each family's dump runs on (the reader closes it after the dump): sources.nsdiag
+    passes duplicates of sockets it opened inside another network namespace.
     """
 
-    def __init__(self, timeout: float = 5.0) -> None:
+    def __init__(
+        self, timeout: float = 5.0, open_socket: Callable[[int], socket.socket] | None = None
+    ) -> None:
         self._timeout = timeout
         self._addresses = AddressCache()
+        self._open = open_socket or (lambda _family: open_sock_diag(self._timeout))
 
     def dump(self) -> SockDiagDump:
         """IPv4 and IPv6 at once. Raises SourceUnavailable when sock_diag cannot be used here,
@@ -114,7 +119,7 @@ class SockDiagReader:
     def _family(self, family: int, seq: int, notes: list[str]) -> BulkDump | None:
         label = "IPv4" if family == socket.AF_INET else "IPv6"
         try:
-            with open_sock_diag(self._timeout) as sock:
+            with self._open(family) as sock:
                 chunks = self._receive(sock, family, seq, label)
             result = _joined([parse_bulk(chunk, family, self._addresses) for chunk in chunks])
         except NetlinkError as e:
