@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 
+from tcpwatchd.actions.netns_sysctl import NamespaceSysctl, NamespaceSysctls
 from tcpwatchd.config import Config
 from tcpwatchd.detectors.registry import registered
 from tcpwatchd.model import ProcessLabels, SourceStatus
@@ -35,6 +36,7 @@ class PollResult:
     socket_counts: Mapping[tuple[str, ProcessLabels], int]  # (state label, process) -> sockets
     number: int = 0  # 1 for the poller's first poll
     interval_seconds: float = 0.0  # the configured poll interval when it ran
+    namespace_sysctl: tuple[NamespaceSysctl, ...] = ()  # the other network namespaces' audits
 
     @property
     def snapshot(self) -> Snapshot:
@@ -85,10 +87,11 @@ def _history_seconds(cfg: Config) -> float:
 class Poller:
     def __init__(self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None) -> None:
         self._proc_root = proc_root
-        self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock)
+        self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock, namespaces=cfg.namespaces)
         self._tracker = Tracker(history_seconds=_history_seconds(cfg))
         self._cfg = cfg
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
+        self._namespace_sysctls = NamespaceSysctls(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
         self._carry = Carry()
 
@@ -99,9 +102,14 @@ class Poller:
     def reconfigure(self, cfg: Config) -> None:
         """Apply a new, already validated config; history is kept."""
         self._cfg = cfg
-        self._taker.reconfigure(cfg.daemon)
+        self._taker.reconfigure(cfg.daemon, cfg.namespaces)
         self._tracker.set_history(_history_seconds(cfg))
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=self._proc_root)
+        self._namespace_sysctls = NamespaceSysctls(cfg.sysctl, proc_root=self._proc_root)
+
+    def close(self) -> None:
+        """Release the other namespaces' sockets and the namespace thread (the daemon's stop)."""
+        self._taker.close()
 
     def poll(self) -> PollResult:
         self._polls += 1
@@ -114,6 +122,7 @@ class Poller:
         snapshot.inherit(self._carry)
         tracked = self._tracker.update(snapshot)
         sysctl, status = self._sysctl()
+        per_namespace = self._namespace_sysctls.run(self._taker.foreign, snapshot.namespaces)
         values = sysctl.values() if sysctl is not None else None
         report = build_report(tracked, self._cfg.detect, values)
         counts = count_by_state_and_process(snapshot)
@@ -127,6 +136,7 @@ class Poller:
             socket_counts=counts,
             number=self._polls,
             interval_seconds=self._cfg.daemon.poll_interval_seconds,
+            namespace_sysctl=per_namespace,
         )
 
     def _sysctl(self) -> tuple[SysctlReport | None, SourceStatus | None]:

@@ -61,6 +61,7 @@ class Opened:
     remote_address: str
     local_port: int
     owner: Owner | None  # None when no process held it yet (e.g. not yet accepted)
+    netns: int = 0  # the network namespace it was seen in (model.Socket.netns)
 
     @property
     def process(self) -> str:
@@ -280,6 +281,7 @@ def _opened(snap: Snapshot, sock: Socket, key: Key, now: float, poll: int) -> Op
         remote_address=sock.remote_address,
         local_port=sock.local_port,
         owner=owner,
+        netns=sock.netns,
     )
 
 
@@ -289,6 +291,6 @@ def _attribute_to_listeners(snap: Snapshot, opened: list[Opened]) -> list[Opened
     listeners = listener_owners(snap)
     out = []
     for o in opened:
-        owner = listeners.get(o.local_port) if not o.pid else None
+        owner = listeners.get((o.netns, o.local_port)) if not o.pid else None
         out.append(replace(o, owner=owner) if owner else o)
     return out

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from tcpwatchd.model import NO_WORKLOAD, Owner, ProcessLabels, Socket
-from tcpwatchd.snapshot import row_labels
+from tcpwatchd.model import NOBODY, Owner, ProcessLabels, Socket, Workload
+from tcpwatchd.snapshot import pod_labels, row_labels
 from tcpwatchd.tracker import TrackedPoll
 
 
@@ -58,6 +58,7 @@ class Finding:
     namespace: str = ""
     pod: str = ""
     container: str = ""
+    netns: int = 0  # the network namespace of the socket (model.Socket.netns; 0: tcpwatchd's own)
 
     @property
     def labels(self) -> ProcessLabels:
@@ -65,9 +66,10 @@ class Finding:
         return ProcessLabels(self.process, self.namespace, self.pod, self.container)
 
     @property
-    def identity(self) -> tuple[str, str, str]:
-        """Stable across polls while the condition lasts: what `announce` diffs on."""
-        return (self.kind, self.local, self.remote)
+    def identity(self) -> tuple[str, int, str, str]:
+        """Stable across polls while the condition lasts: what `announce` diffs on. Two namespaces can
+        hold the same 4-tuple (each pod has its own 127.0.0.1), so the namespace is part of it."""
+        return (self.kind, self.netns, self.local, self.remote)
 
     def detail(self, key: str) -> DetailValue | None:
         return next((d.value for d in self.details if d.key == key), None)
@@ -77,6 +79,8 @@ class Finding:
         facts = " ".join(f"{d.key}={d.value}" for d in self.details)
         unit = f" unit={self.unit!r}" if self.unit else ""
         pod = f" pod={self.namespace + '/' + self.pod!r} container={self.container!r}" if self.pod else ""
+        if not self.pod and self.netns:  # a container or namespace that is no pod's: say which one
+            pod = f" netns={self.netns}" + (f" container={self.container!r}" if self.container else "")
         return (
             f"{self.kind} process={self.process!r} pid={self.pid}{unit}{pod} peer={self.peer} "
             f"age={self.age_seconds:.1f}s socket={self.local} -> {self.remote}"
@@ -189,10 +193,22 @@ def mass_outcome(
 def connection_finding(
     kind: Kind, tracked: TrackedPoll, sock: Socket, age: float, details: tuple[Detail, ...] = ()
 ) -> Finding:
-    """A finding about one socket, attributed to its counted owner."""
+    """A finding about one socket, attributed to its counted owner (or, when no process holds it, to
+    its namespace's pod)."""
     owner = tracked.owner_of(sock)
+    nobody = NOBODY
+    if owner is None and sock.netns:
+        nobody = pod_labels(tracked.snapshot).get(sock.netns, NOBODY)
     return owned_finding(
-        kind, owner, sock.local, sock.remote, peer_address(sock.remote_address), age, details
+        kind,
+        owner,
+        sock.local,
+        sock.remote,
+        peer_address(sock.remote_address),
+        age,
+        details,
+        netns=sock.netns,
+        nobody=nobody,
     )
 
 
@@ -204,9 +220,12 @@ def owned_finding(
     peer: str,
     age: float,
     details: tuple[Detail, ...] = (),
+    netns: int = 0,
+    nobody: ProcessLabels = NOBODY,
 ) -> Finding:
-    """A finding attributed to `owner` (None: no process holds it), with where the owner runs."""
-    w = owner.workload if owner else NO_WORKLOAD
+    """A finding attributed to `owner`, with where the owner runs; None: no process holds it, and it
+    counts under `nobody` (process "" of its namespace's pod, if any)."""
+    w = owner.workload if owner else Workload(nobody.namespace, nobody.pod, nobody.container)
     return Finding(
         kind=kind,
         process=owner.name if owner else "",
@@ -220,6 +239,7 @@ def owned_finding(
         namespace=w.namespace,
         pod=w.pod,
         container=w.container,
+        netns=netns,
     )
 
 

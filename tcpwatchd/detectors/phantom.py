@@ -48,7 +48,7 @@ class PhantomConfig(DetectorSettings):
     idle_seconds: float = Field(900.0, gt=0)
 
 
-ServiceKey = tuple[str, int]  # (peer address, local port)
+ServiceKey = tuple[int, str, int]  # (network namespace, peer address, local port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ def _idle_seconds(sock: Socket) -> float:
 
 
 def _service(sock: Socket) -> ServiceKey:
-    return (peer_address(sock.remote_address), sock.local_port)
+    return (sock.netns, peer_address(sock.remote_address), sock.local_port)
 
 
 def _judge(
@@ -133,7 +133,8 @@ def _finding(kind: Kind, tracked: TrackedPoll, sock: Socket, newest: dict[Servic
 
 
 def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[ServiceKey, Sighting]:
-    """(peer address, local port) -> the newest connection tcpwatchd saw appear there, for `services`.
+    """(namespace, peer address, local port) -> the newest connection tcpwatchd saw appear there, for
+    `services`.
 
     Both the connections open now and those opened within the tracker's history (which may have closed
     since) count: a reconnect proves the peer came back even if it did not stay.
@@ -145,17 +146,17 @@ def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[S
             newest[key] = Sighting(poll, at)
 
     table = tracked.snapshot.sockets
-    peers = {peer for peer, _port in services}
+    peers = {peer for _netns, peer, _port in services}
     remotes = table.column("remote_address")
     # Only rows whose remote address is one of the peers' spellings (IPv4, or IPv4-mapped) are read.
     spellings = {address for address in set(remotes) if peer_address(address) in peers}
-    ports, states = table.column("local_port"), table.column("state")
+    ports, states, netns = table.column("local_port"), table.column("state"), table.column("netns")
     for row in compress(range(len(table)), map(spellings.__contains__, remotes)):
         if states[row] not in (TcpState.LISTEN, TcpState.CLOSE):
             track = tracked.track_at(row)
-            see((peer_address(remotes[row]), ports[row]), track.first_seen_poll, track.first_seen)
-    for opened in tracked.recent_opened:
-        see((peer_address(opened.remote_address), opened.local_port), opened.poll, opened.at)
+            see((netns[row], peer_address(remotes[row]), ports[row]), track.first_seen_poll, track.first_seen)
+    for o in tracked.recent_opened:
+        see((o.netns, peer_address(o.remote_address), o.local_port), o.poll, o.at)
     return newest
 
 

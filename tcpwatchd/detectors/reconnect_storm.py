@@ -30,9 +30,9 @@ from tcpwatchd.detectors.base import (
     peer_address,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
-from tcpwatchd.model import Owner
+from tcpwatchd.model import NOBODY, Owner
 from tcpwatchd.sections import DetectorSettings
-from tcpwatchd.snapshot import listener_owners
+from tcpwatchd.snapshot import listener_owners, pod_labels
 from tcpwatchd.tracker import Opened, TrackedPoll
 
 RECONNECT_STORM = Kind("reconnect_storm")
@@ -49,6 +49,7 @@ class Burst:
 
     peer: str
     local_port: int
+    netns: int  # the network namespace of the local port (model.Socket.netns)
     count: int
     first_at: float
     owner: Owner | None  # the newest opening's owner, None when none was seen
@@ -60,22 +61,24 @@ def detect_reconnect_storm(tracked: TrackedPoll, cfg: ReconnectStormConfig, ctx:
     findings = []
     for burst in _bursts(o for o in tracked.recent_opened if o.at > horizon):
         if burst.count >= cfg.min_new_connections:
-            findings.append(_finding(tracked, burst, listeners.get(burst.local_port), cfg.window_seconds))
+            listener = listeners.get((burst.netns, burst.local_port))
+            findings.append(_finding(tracked, burst, listener, cfg.window_seconds))
     # The gauge counts storming peers per process; one peer can storm several ports of one process.
-    peers = Counter(labels for labels, _peer in {(f.labels, f.peer) for f in findings})
+    peers = Counter(labels for labels, _, _peer in {(f.labels, f.netns, f.peer) for f in findings})
     counts = {(RECONNECT_STORM, process): n for process, n in peers.items()}
     return Outcome(findings=tuple(findings), counts=MappingProxyType(counts))
 
 
 def _bursts(openings: Iterable[Opened]) -> list[Burst]:
-    bursts: dict[tuple[str, int], Burst] = {}
+    bursts: dict[tuple[str, int, int], Burst] = {}
     for o in openings:  # oldest first
-        key = (peer_address(o.remote_address), o.local_port)
+        key = (peer_address(o.remote_address), o.local_port, o.netns)
         prev = bursts.get(key)
         owner = o.owner if o.owner or prev is None else prev.owner
         bursts[key] = Burst(
             peer=key[0],
             local_port=o.local_port,
+            netns=o.netns,
             count=(prev.count if prev else 0) + 1,
             first_at=prev.first_at if prev else o.at,
             owner=owner,
@@ -92,6 +95,8 @@ def _finding(tracked: TrackedPoll, burst: Burst, listener: Owner | None, window:
         burst.peer,
         tracked.now - burst.first_at,
         (Detail("new_connections", burst.count), Detail("window_seconds", window)),
+        netns=burst.netns,
+        nobody=pod_labels(tracked.snapshot).get(burst.netns, NOBODY),
     )
 
 

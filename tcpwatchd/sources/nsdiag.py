@@ -2,7 +2,8 @@
 
 A netlink socket answers for the namespace it was created in, whichever thread later uses it. So each new
 namespace costs one visit of the namespace thread (sources.nsenter) to open two NETLINK_SOCK_DIAG sockets
-(one per address family, dumped in parallel by SockDiagReader); they are kept across polls and closed when
+(one per address family, dumped one after the other on the caller's thread: no thread per namespace
+per poll); they are kept across polls and closed when
 the namespace vanishes, so fds stay flat under churn. Holding them also pins the namespace alive, which is
 what makes its generation exact (sources.netns). Dumps then run on the caller's thread.
 
@@ -19,6 +20,8 @@ as AutoSource does for the own namespace. Counters come from `/proc/<pid>/net/{n
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -128,10 +131,11 @@ class NamespaceSet:
         return [entry.watched() for entry in self._entries.values()]
 
     def dump(self, ns: WatchedNamespace) -> SourceResult:
-        """Every TCP socket of `ns`. Raises SourceUnavailable when it cannot be read at all this poll."""
+        """Every TCP socket of `ns`. Raises NamespaceGone when it vanished, SourceUnavailable or OSError
+        when it cannot be read at all this poll."""
         entry = self._entries.get(ns.key)
         if entry is None:
-            raise SourceUnavailable(PROCNET, f"{ns.key.label} is not watched (it vanished)")
+            raise NamespaceGone(errno.ENOENT, f"{ns.key.label} is not watched (it vanished)")
         if entry.reader is not None:
             try:
                 dump = entry.reader.dump()
@@ -174,6 +178,17 @@ class NamespaceSet:
                 )
         return out
 
+    def inside(
+        self, namespaces: Sequence[WatchedNamespace], job: Callable[[WatchedNamespace], T]
+    ) -> list[T | Exception]:
+        """`job(ns)` run inside each of `namespaces` (none may be the own one, none one we may not enter),
+        one after another on the namespace thread; the exception it raised in place of a result."""
+        visits = [Visit(ns.pids, ns.key.id, functools.partial(job, ns)) for ns in namespaces]
+        try:
+            return list(self._worker.run(visits))
+        except RuntimeError as e:
+            return [e] * len(visits)
+
     def close(self) -> None:
         """Close every socket and stop the namespace thread."""
         for entry in self._entries.values():
@@ -199,7 +214,9 @@ class NamespaceSet:
         for entry, answer in outcomes:
             if isinstance(answer, dict):
                 entry.sockets, entry.error = answer, ""
-                entry.reader = SockDiagReader(self._timeout, open_socket=_duplicate(entry.sockets))
+                entry.reader = SockDiagReader(
+                    self._timeout, open_socket=_duplicate(entry.sockets), parallel=False
+                )
             elif isinstance(answer, NamespaceGone):
                 gone.append(entry)
             else:
@@ -236,7 +253,7 @@ class NamespaceSet:
                 continue
             if self._in(root, ns.key.id):
                 return result
-        raise SourceUnavailable(PROCNET, f"no process left in {ns.key.label}")
+        raise NamespaceGone(errno.ENOENT, f"no process left in {ns.key.label}")
 
     @staticmethod
     def _in(root: str, wanted: NetnsId) -> bool:

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tcpwatchd.errors import SourceUnavailable
 from tcpwatchd.sources.netns import NetnsId
 from tcpwatchd.sources.nsdiag import NamespaceSet, WatchedNamespace
 from tcpwatchd.sources.nsenter import NamespaceGone, NamespaceWorker, Visit
@@ -150,7 +149,7 @@ def test_a_namespace_whose_processes_exit_is_dropped_and_its_sockets_closed(name
         namespaces.refresh()
         assert w.key not in {x.key for x in namespaces.refresh()}
         assert namespaces.open_sockets <= held - 2
-        with pytest.raises(SourceUnavailable):
+        with pytest.raises(NamespaceGone):
             namespaces.dump(w)
 
 
