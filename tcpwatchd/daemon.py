@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import select
 import signal
 import time
@@ -20,6 +21,7 @@ from tcpwatchd.config import Config, ConfigError, load_config
 from tcpwatchd.logs import setup_logging
 from tcpwatchd.outputs.announce import Announcer
 from tcpwatchd.outputs.prometheus import DurationHistogram, LatestPoll, TcpwatchdCollector
+from tcpwatchd.outputs.series import SeriesLabels
 from tcpwatchd.poller import Poller, PollResult
 from tcpwatchd.pollerrors import PollErrors
 from tcpwatchd.sdnotify import Notifier
@@ -79,7 +81,8 @@ class Daemon:
         self._latest = LatestPoll()
         self._durations = DurationHistogram()
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(TcpwatchdCollector(self._latest, self._durations))
+        self._collector = TcpwatchdCollector(self._latest, self._durations, _series(cfg))
+        registry.register(self._collector)
         registry.register(ProcessCollector(registry=None))
         self._poll_errors = PollErrors()
         registry.register(self._poll_errors)
@@ -89,6 +92,7 @@ class Daemon:
 
     def run(self) -> int:
         self._signals.install()
+        raise_fd_limit()
         try:
             self._server.bind(self._cfg.exporter)
         except ConfigError as e:
@@ -107,6 +111,7 @@ class Daemon:
         finally:
             self._notifier.send("STOPPING=1")
             self._server.close()
+            self._poller.close()
             self._notifier.close()
         log.info("stopped")
         return EXIT_OK
@@ -170,6 +175,7 @@ class Daemon:
             return False
         self._cfg = cfg
         self._poller.reconfigure(cfg)
+        self._collector.series = _series(cfg)
         setup_logging(cfg.daemon.log_level)
         log.info("reloaded config %s", self._path or "embedded default")
         self._notifier.send("READY=1")
@@ -184,6 +190,23 @@ class Daemon:
             f"{result.socket_total} sockets, {len(result.report.findings)} findings, "
             f"last poll {result.duration_seconds * 1000:.0f} ms via {snap.source}"
         )
+
+
+def _series(cfg: Config) -> SeriesLabels:
+    return SeriesLabels(workload=cfg.namespaces.labels)
+
+
+def raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: watching other namespaces holds two netlink sockets per
+    namespace, and the usual soft limit of 1024 is near at ~500 containers. (The soft limit stays low for
+    select(), which fails on fds above 1023; the one fd tcpwatchd selects on, the signal pipe, is opened
+    first, and the web server uses epoll through selectors.)"""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.debug("cannot raise the open file limit from %d to %d: %s", soft, hard, e)
 
 
 def run_daemon(cfg: Config, config_path: str | None) -> int:

@@ -10,7 +10,6 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
@@ -20,20 +19,11 @@ from prometheus_client.registry import Collector
 from tcpwatchd import __version__
 from tcpwatchd.model import ProcessLabels
 from tcpwatchd.outputs.detector_metrics import detector_metrics
+from tcpwatchd.outputs.netns_metrics import aborts_metric, namespace_metrics
 from tcpwatchd.outputs.series import SeriesLabels
 from tcpwatchd.outputs.sysctl_metrics import sysctl_metrics
 from tcpwatchd.poller import PollResult
 from tcpwatchd.snapshot import Snapshot
-
-# TcpExt counters (include/uapi/linux/snmp.h, LINUX_MIB_TCPABORTON*) -> `reason` label.
-ABORT_REASONS: dict[str, str] = {
-    "TcpExt.TCPAbortOnClose": "on_close",
-    "TcpExt.TCPAbortOnData": "on_data",
-    "TcpExt.TCPAbortOnTimeout": "on_timeout",
-    "TcpExt.TCPAbortOnLinger": "on_linger",
-    "TcpExt.TCPAbortOnMemory": "on_memory",
-    "TcpExt.TCPAbortFailed": "failed",
-}
 
 # Poll durations span ~1 ms (a small host, steady state) to seconds (100k sockets, cold).
 POLL_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -116,6 +106,7 @@ class TcpwatchdCollector(Collector):
         yield aborts_metric(snap)
         yield from source_metrics(result)
         yield from attribution_metrics(snap)
+        yield from namespace_metrics(snap)
         if last_success is not None:
             yield GaugeMetricFamily(
                 "tcpwatchd_last_poll_timestamp_seconds",
@@ -124,7 +115,7 @@ class TcpwatchdCollector(Collector):
             )
         yield from detector_metrics(result.report, self.series)
         if result.sysctl is not None:
-            yield from sysctl_metrics(result.sysctl)
+            yield from sysctl_metrics(result.sysctl, result.namespace_sysctl)
 
 
 def sockets_metric(result: PollResult, series: SeriesLabels | None = None) -> GaugeMetricFamily:
@@ -141,18 +132,6 @@ def sockets_metric(result: PollResult, series: SeriesLabels | None = None) -> Ga
     for state in sorted(by_state):
         for values, total in sorted(series.merge(by_state[state]).items()):
             m.add_metric([state, *values], total)
-    return m
-
-
-def aborts_metric(snap: Snapshot) -> CounterMetricFamily:
-    m = CounterMetricFamily(
-        "tcpwatchd_kernel_tcp_aborts",
-        "Connections the kernel aborted with a RST, by reason (TcpExt TCPAbortOn*, TCPAbortFailed).",
-        labels=["reason"],
-    )
-    for key, reason in ABORT_REASONS.items():
-        if key in snap.kernel_counters:
-            m.add_metric([reason], float(snap.kernel_counters[key]))
     return m
 
 

@@ -55,7 +55,8 @@ class SnapshotTaker:
         namespaces: NamespacesConfig | None = None,
     ) -> None:
         """`sockdiag` replaces the netlink source (tests give one that is refused); `namespaces` says
-        which network namespaces to watch and where pod names are read (default: all, host root /)."""
+        which network namespaces to watch and where pod names are read (the daemon passes its config's;
+        without it, only the own namespace is watched)."""
         self._mode = cfg.source
         self._proc_root = proc_root
         self._clock = clock or Clock()
@@ -63,7 +64,7 @@ class SnapshotTaker:
         self._procnet = ProcNetSource(proc_root=proc_root)
         self._owners = OwnerCache(proc_root=proc_root)
         self._warned: set[str] = set()
-        self._namespaces = namespaces or NamespacesConfig()
+        self._namespaces = namespaces or NamespacesConfig(watch="own")
         self._workloads = Workloads(proc_root, self._namespaces.host_root)
         self._foreign: ForeignNamespaces | None = None
         self._set_foreign()
