@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from tcpwatchd.config import Config
-from tcpwatchd.model import STATE_LABELS, Owner
+from tcpwatchd.model import NOBODY, STATE_LABELS, Owner, ProcessLabels
 from tcpwatchd.poller import Poller, PollResult
-from tcpwatchd.snapshot import Snapshot
+from tcpwatchd.snapshot import Snapshot, row_labels
 
 
 @dataclass(slots=True)
@@ -23,6 +23,7 @@ class ProcessRow:
     unit: str
     container: str
     sockets: Counter[str] = field(default_factory=Counter)
+    where: ProcessLabels = NOBODY  # namespace, pod and container names ("" outside a pod)
 
     @property
     def total(self) -> int:
@@ -30,14 +31,17 @@ class ProcessRow:
 
 
 def process_rows(snap: Snapshot) -> list[ProcessRow]:
-    """Sockets by state per owning process; sockets with no owner are one row with pid 0."""
-    rows: dict[int, ProcessRow] = {}
+    """Sockets by state per owning process; sockets with no owner are one row with pid 0 (one per pod,
+    when some are in a pod's network namespace)."""
+    rows: dict[tuple[int, ProcessLabels], ProcessRow] = {}
     unowned = Owner(pid=0, name="", start_time=0.0, user="")
-    for sock in snap.sockets:
+    for sock, where in zip(snap.sockets, row_labels(snap), strict=True):
         owner = snap.owner_of(sock) or unowned
-        row = rows.get(owner.pid)
+        row = rows.get((owner.pid, where))
         if row is None:
-            row = rows[owner.pid] = ProcessRow(owner.name, owner.pid, owner.user, owner.unit, owner.container)
+            row = rows[(owner.pid, where)] = ProcessRow(
+                owner.name, owner.pid, owner.user, owner.unit, owner.container, where=where
+            )
         row.sockets[sock.state.label] += 1
     return sorted(rows.values(), key=lambda r: (-r.total, r.name, r.pid))
 
@@ -45,10 +49,13 @@ def process_rows(snap: Snapshot) -> list[ProcessRow]:
 def snapshot_command(cfg: Config, as_json: bool, interval: float = 0.0, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     poller = Poller(cfg)
-    result = poller.poll()
-    if interval > 0:
-        time.sleep(interval)
+    try:
         result = poller.poll()
+        if interval > 0:
+            time.sleep(interval)
+            result = poller.poll()
+    finally:
+        poller.close()
     if as_json:
         json.dump(to_json(result), out, indent=2, sort_keys=True)
         out.write("\n")
@@ -71,6 +78,9 @@ def to_json(result: PollResult) -> dict[str, Any]:
                 "user": r.user,
                 "unit": r.unit,
                 "container": r.container,
+                "namespace": r.where.namespace,
+                "pod": r.where.pod,
+                "container_name": r.where.container,
                 "sockets": dict(r.sockets),
             }
             for r in process_rows(snap)
@@ -92,20 +102,23 @@ def render_table(result: PollResult) -> str:
     snap = result.snapshot
     rows = process_rows(snap)
     present = [s for s in STATE_LABELS if any(r.sockets.get(s) for r in rows)]
-    header = ["PROCESS", "PID", "UNIT", *[s.upper() for s in present], "TOTAL"]
+    pods = any(r.where.namespace or r.where.pod or r.where.container for r in rows)
+    where = ["NAMESPACE", "POD", "CONTAINER"] if pods else []
+    header = ["PROCESS", "PID", "UNIT", *where, *[s.upper() for s in present], "TOTAL"]
     table = [header]
     for r in rows:
         name = _safe(r.name) if r.pid else "(no process)"
         unit = _safe(r.unit or r.container) or "-"
-        table.append(
-            [name, str(r.pid or "-"), unit, *[str(r.sockets.get(s, 0)) for s in present], str(r.total)]
-        )
+        names = [_safe(v) or "-" for v in r.where[1:]] if pods else []
+        counts = [str(r.sockets.get(s, 0)) for s in present]
+        table.append([name, str(r.pid or "-"), unit, *names, *counts, str(r.total)])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
     lines.append("")
     lines.append(
         f"{len(snap.sockets)} sockets via {snap.source}, {len(rows)} owners, "
-        f"poll {result.duration_seconds * 1000:.0f} ms"
+        + (f"{len(snap.namespaces)} other network namespaces, " if snap.namespaces else "")
+        + f"poll {result.duration_seconds * 1000:.0f} ms"
         + (
             f" (attribution partial: {snap.attribution.processes_denied} processes unreadable)"
             if snap.attribution.partial

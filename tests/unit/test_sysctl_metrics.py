@@ -25,6 +25,11 @@ class _Collect(Collector):
         yield from sysctl_metrics(self.report)
 
 
+def _own(r: CollectorRegistry, family: str, name: str) -> float | None:
+    """The sample of `family` for sysctl `name` in tcpwatchd's own network namespace."""
+    return r.get_sample_value(family, {"name": name, **OWN})
+
+
 def _registry(report: SysctlReport) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_Collect(report))
@@ -44,21 +49,12 @@ def _report(**extra: object) -> SysctlReport:
 
 def test_values_desired_and_compliance() -> None:
     r = _registry(_report())
-    assert (
-        r.get_sample_value("tcpwatchd_sysctl_value", {"name": "net.ipv4.tcp_keepalive_time", **OWN}) == 7200
-    )
-    assert r.get_sample_value("tcpwatchd_sysctl_value", {"name": "net.ipv4.tcp_retries2", **OWN}) == 15
-    assert r.get_sample_value("tcpwatchd_sysctl_value", {"name": "net.ipv4.tcp_max_orphans", **OWN}) is None
-    assert (
-        r.get_sample_value("tcpwatchd_sysctl_desired_value", {"name": "net.ipv4.tcp_keepalive_time", **OWN})
-        == 600
-    )
-    assert (
-        r.get_sample_value("tcpwatchd_sysctl_compliant", {"name": "net.ipv4.tcp_keepalive_time", **OWN}) == 0
-    )
-    assert (
-        r.get_sample_value("tcpwatchd_sysctl_compliant", {"name": "net.ipv4.tcp_keepalive_intvl", **OWN}) == 1
-    )
+    assert _own(r, "tcpwatchd_sysctl_value", "net.ipv4.tcp_keepalive_time") == 7200
+    assert _own(r, "tcpwatchd_sysctl_value", "net.ipv4.tcp_retries2") == 15
+    assert _own(r, "tcpwatchd_sysctl_value", "net.ipv4.tcp_max_orphans") is None
+    assert _own(r, "tcpwatchd_sysctl_desired_value", "net.ipv4.tcp_keepalive_time") == 600
+    assert _own(r, "tcpwatchd_sysctl_compliant", "net.ipv4.tcp_keepalive_time") == 0
+    assert _own(r, "tcpwatchd_sysctl_compliant", "net.ipv4.tcp_keepalive_intvl") == 1
 
 
 @pytest.mark.parametrize("family", ["tcpwatchd_sysctl_desired_value", "tcpwatchd_sysctl_compliant"])
@@ -70,12 +66,8 @@ def test_desired_and_compliant_only_for_names_with_a_desired_value(family: str) 
 def test_unreadable_desired_sysctl_is_not_compliant() -> None:
     report = build_report((Reading("net.ipv4.tcp_keepalive_time", None, "cannot read: EACCES"),), DESIRED)
     r = _registry(report)
-    assert (
-        r.get_sample_value("tcpwatchd_sysctl_compliant", {"name": "net.ipv4.tcp_keepalive_time", **OWN}) == 0
-    )
-    assert (
-        r.get_sample_value("tcpwatchd_sysctl_value", {"name": "net.ipv4.tcp_keepalive_time", **OWN}) is None
-    )
+    assert _own(r, "tcpwatchd_sysctl_compliant", "net.ipv4.tcp_keepalive_time") == 0
+    assert _own(r, "tcpwatchd_sysctl_value", "net.ipv4.tcp_keepalive_time") is None
 
 
 def test_derived_times() -> None:
@@ -93,10 +85,7 @@ def test_derived_times_absent_when_unknown() -> None:
 def test_write_counters() -> None:
     totals = (WriteTotal("net.ipv4.tcp_keepalive_time", 3, 1),)
     r = _registry(_report(write_totals=totals))
-    assert (
-        r.get_sample_value("tcpwatchd_sysctl_writes_total", {"name": "net.ipv4.tcp_keepalive_time", **OWN})
-        == 3
-    )
+    assert _own(r, "tcpwatchd_sysctl_writes_total", "net.ipv4.tcp_keepalive_time") == 3
     assert (
         r.get_sample_value(
             "tcpwatchd_sysctl_write_errors_total", {"name": "net.ipv4.tcp_keepalive_time", **OWN}
