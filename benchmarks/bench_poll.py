@@ -22,6 +22,7 @@ import tempfile
 import time
 from typing import IO, Any
 
+from netns_row import run_row
 from nsutil import Namespace
 from population import Spec, build
 from tables import Part, Point, render, render_breakdown
@@ -144,6 +145,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="rounds per point (default 5; 3 at ≥50k)")
     parser.add_argument("--methods", type=_names, default=METHODS, help="subset of " + ",".join(METHODS))
     parser.add_argument("--profile", metavar="DIR", default=None, help="also write cProfile text per point")
+    parser.add_argument(
+        "--netns",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run only the containers row: N namespaces beside --sizes[0] connections (netns_row.py)",
+    )
     return parser.parse_args(argv)
 
 
@@ -168,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.NamedTemporaryFile("w", prefix="tcpwbench-", suffix=".log", delete=False) as log:
         _say(f"children's stderr: {log.name}")
+        if args.netns:
+            row = run_row(args.netns, args.sizes[0], args.rounds or 3, log)
+            print(f"{_machine()}; medians of interleaved rounds\n\n{row}")
+            return 0
         for procs in args.procs:
             for size in args.sizes:
                 rounds = args.rounds or (3 if size >= 50000 else 5)

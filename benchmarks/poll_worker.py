@@ -69,11 +69,15 @@ def _breakdown(result: Any) -> dict[str, float]:
 
 def _poller() -> Any:
     """A callable doing what the daemon does each interval: poll, then log the new findings."""
-    from tcpwatchd.config import Config, DaemonConfig, SysctlConfig
+    from tcpwatchd.config import Config, DaemonConfig, NamespacesConfig, SysctlConfig
     from tcpwatchd.outputs.announce import Announcer
     from tcpwatchd.poller import Poller
 
-    poller = Poller(Config(daemon=DaemonConfig(source="sockdiag"), sysctl=SysctlConfig(mode="off")))
+    # One namespace measured: the machine's other namespaces (other tests, the host's) stay out of it.
+    own = NamespacesConfig(watch="own")
+    poller = Poller(
+        Config(daemon=DaemonConfig(source="sockdiag"), sysctl=SysctlConfig(mode="off"), namespaces=own)
+    )
     announcer = Announcer()
 
     def cycle() -> Any:
