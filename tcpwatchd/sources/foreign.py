@@ -34,7 +34,6 @@ from tcpwatchd.table import SocketTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-KEPT_COUNTERS = "TcpExt.TCPAbort"  # the per-namespace counters a poll keeps (the rest are not exported)
 
 
 class NetnsPart:
@@ -144,10 +143,9 @@ class ForeignNamespaces:
 
     def _describe(self, ns: WatchedNamespace, mode: str, error: str) -> WatchedNetns:
         try:
-            counters = self._set.read_kstats(ns)
+            kept = self._set.read_aborts(ns)
         except (SourceUnavailable, OSError, ValueError):
-            counters = {}
-        kept = {k: v for k, v in counters.items() if k.startswith(KEPT_COUNTERS)}
+            kept = {}
         netns = ns.key.generation
         if netns not in self._pod_uids:  # a namespace's pod is its pause/sandbox process's: fixed for life
             self._pod_uids[netns] = pod_uid_of(ns.pids, self._proc_root)

@@ -33,6 +33,7 @@ from tcpwatchd.sources import SourceResult
 from tcpwatchd.sources.kstats import read_kstats
 from tcpwatchd.sources.netns import NetNamespace, NetnsDiscovery, NetnsId, NetnsKey
 from tcpwatchd.sources.nsenter import NamespaceGone, NamespaceWorker, Visit
+from tcpwatchd.sources.nsstat import read_aborts, sockstat_families
 from tcpwatchd.sources.procnet import read_net_tcp
 from tcpwatchd.sources.sockdiag import SockDiagReader, open_sock_diag
 from tcpwatchd.sysctl.procsys import Reading, read_all
@@ -138,7 +139,7 @@ class NamespaceSet:
             raise NamespaceGone(errno.ENOENT, f"{ns.key.label} is not watched (it vanished)")
         if entry.reader is not None:
             try:
-                dump = entry.reader.dump()
+                dump = entry.reader.dump(self._families(entry.ns))
                 return SourceResult(SOCKDIAG, dump.sockets, dump.skipped, dump.notes)
             except (SourceUnavailable, OSError) as e:  # NetlinkError, TimeoutError: reopened next refresh
                 entry.close()  # a failed dump may have left replies queued on the sockets
@@ -146,10 +147,22 @@ class NamespaceSet:
         table = self._through_pid(entry.ns, read_net_tcp)
         return SourceResult(PROCNET, table.sockets, table.skipped_lines, (entry.error, *table.notes))
 
+    def _families(self, ns: NetNamespace) -> tuple[int, ...]:
+        """The address families worth a dump in `ns` (each dump walks the host's whole socket hash)."""
+        try:
+            return self._through_pid(ns, sockstat_families)
+        except (SourceUnavailable, OSError, ValueError):
+            return _FAMILIES
+
     def read_kstats(self, ns: WatchedNamespace) -> dict[str, int]:
         """TcpExt/Tcp/... counters of `ns` from /proc/<pid>/net/netstat and snmp (see sources.kstats)."""
         entry = self._entries.get(ns.key)
         return self._through_pid(entry.ns if entry else _namespace(ns), read_kstats)
+
+    def read_aborts(self, ns: WatchedNamespace) -> dict[str, int]:
+        """Only the TcpExt TCPAbort* counters of `ns` (what is exported per namespace), from netstat alone."""
+        entry = self._entries.get(ns.key)
+        return self._through_pid(entry.ns if entry else _namespace(ns), read_aborts)
 
     def read_sysctls(
         self, namespaces: Sequence[WatchedNamespace], names: tuple[str, ...]

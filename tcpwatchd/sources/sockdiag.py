@@ -98,8 +98,9 @@ class SockDiagReader:
         self._addresses = AddressCache()
         self._open = open_socket or (lambda _family: open_sock_diag(self._timeout))
 
-    def dump(self) -> SockDiagDump:
-        """IPv4 and IPv6 at once. Raises SourceUnavailable when sock_diag cannot be used here,
+    def dump(self, families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)) -> SockDiagDump:
+        """IPv4 and IPv6 at once (with `parallel=False`: only `families`, one after the other). Raises
+        SourceUnavailable when sock_diag cannot be used here,
         NetlinkError (an OSError) for a failed dump, TimeoutError when the kernel stops answering.
 
         Each family is dumped on its own netlink socket, IPv6 on a helper thread: filling the messages is
@@ -116,8 +117,8 @@ class SockDiagReader:
                 raise
             v6_result = v6.result()
         else:
-            v4_result = self._family(socket.AF_INET, 1, notes)
-            v6_result = self._family(socket.AF_INET6, 2, v6_notes)
+            v4_result = self._family(socket.AF_INET, 1, notes) if socket.AF_INET in families else None
+            v6_result = self._family(socket.AF_INET6, 2, v6_notes) if socket.AF_INET6 in families else None
         parts: list[Any] = []
         skipped = 0
         for result in (v4_result, v6_result):

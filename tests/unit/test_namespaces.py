@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -22,6 +23,7 @@ from tcpwatchd.model import NOBODY, NamespaceStats, ProcessLabels, TcpState, Wat
 from tcpwatchd.outputs.netns_metrics import aborts_metric, namespace_metrics
 from tcpwatchd.snapshot import Snapshot, count_by_state_and_process, listener_owners, row_labels
 from tcpwatchd.sources.foreign import tagged_parts
+from tcpwatchd.sources.nsstat import abort_counters, tcp_families
 from tcpwatchd.sources.workloads import Workloads
 from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import Tracker
@@ -189,3 +191,33 @@ def test_namespace_metrics() -> None:
     assert get("tcpwatchd_network_namespaces", {"mode": "procnet"}) == 1
     assert get("tcpwatchd_network_namespaces_denied") == 1
     assert get("tcpwatchd_workload_names_unresolved") == 2
+
+
+SOCKSTAT = "sockets: used 13\nTCP: inuse {v4} orphan 28 tw {tw} alloc 10 mem 7\nUDP: inuse 0 mem 0\n"
+
+
+@pytest.mark.parametrize(
+    ("v4", "v6", "tw", "families"),
+    [
+        (3, 0, 0, (socket.AF_INET,)),
+        (0, 2, 0, (socket.AF_INET6,)),
+        (0, 0, 0, ()),  # an empty namespace costs no walk of the host's hash
+        (0, 0, 1, (socket.AF_INET, socket.AF_INET6)),  # TIME_WAIT of either family
+    ],
+)
+def test_only_the_families_a_namespace_uses_are_dumped(
+    v4: int, v6: int, tw: int, families: tuple[int, ...]
+) -> None:
+    assert tcp_families(SOCKSTAT.format(v4=v4, tw=tw), f"TCP6: inuse {v6}\nUDP6: inuse 0\n") == families
+
+
+def test_unreadable_sockstat_dumps_both() -> None:
+    assert tcp_families("", "") == (socket.AF_INET, socket.AF_INET6)
+
+
+def test_abort_counters_keep_only_tcpabort() -> None:
+    netstat = (
+        "TcpExt: SyncookiesSent TCPAbortOnClose TCPAbortOnData\nTcpExt: 0 3 -1\nIpExt: InNoRoutes\nIpExt: 0\n"
+    )
+    assert abort_counters(netstat) == {"TcpExt.TCPAbortOnClose": 3, "TcpExt.TCPAbortOnData": -1}
+    assert abort_counters("TcpExt: TCPAbortOnClose\n") == {}  # cut short: nothing rather than wrong
