@@ -69,7 +69,8 @@ def ss_counts(ns: NetNS) -> Counter[Key]:
 
 def tcpwatchd_counts(ns: NetNS, tmp_path: Path, source: str) -> tuple[Counter[Key], dict[str, object]]:
     cfg = tmp_path / f"{source}.toml"
-    cfg.write_text(f'[daemon]\nsource = "{source}"\n[sysctl]\nmode = "off"\n')
+    # ss -tanp sees this namespace only: so must tcpwatchd (the machine's other namespaces are others').
+    cfg.write_text(f'[daemon]\nsource = "{source}"\n[sysctl]\nmode = "off"\n[namespaces]\nwatch = "own"\n')
     proc = ns.run(sys.executable, "-m", "tcpwatchd", "snapshot", "--json", "-c", str(cfg))
     data = json.loads(proc.stdout)
     counts: Counter[Key] = Counter()

@@ -195,7 +195,8 @@ def test_namespace_churn_leaves_no_fd_behind(node: Node) -> None:
         alive = []
         poller.poll()
         poller.poll()
-        assert fd_count() == baseline
+        # Namespaces of other tests may have gone meanwhile (their sockets closed too): never more fds.
+        assert fd_count() <= baseline
     finally:
         for child in alive:
             stop(child)
