@@ -25,16 +25,22 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("-c", "--config", help="TOML config file (default: the embedded default)")
 
-    snap = sub.add_parser("snapshot", help="poll once now and print sockets per process and findings")
-    snap.add_argument("-c", "--config", help="TOML config file (default: the embedded default)")
-    snap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    snap = sub.add_parser(
+        "snapshot", help="the last poll per process and its findings (from the daemon, or polled here)"
+    )
+    snap.add_argument("-c", "--config", help="TOML config file: its [exporter] address is the daemon's")
+    snap.add_argument("--json", action="store_true", help="print the API document (docs/api.md)")
+    snap.add_argument("--local", action="store_true", help="poll here instead of asking the daemon")
     snap.add_argument(
         "--interval",
         type=_interval,
         default=0.0,
         metavar="SECONDS",
-        help="poll twice, this many seconds apart, so that ages and new connections show (default: once)",
+        help="poll here twice, this many seconds apart, so that ages and new connections show",
     )
+    for name, what in (("process", "process name"), ("namespace", "Kubernetes namespace"), ("pod", "pod")):
+        snap.add_argument(f"--{name}", default="", help=f"only this {what} (exact or a shell glob)")
+    snap.add_argument("--kind", default="", help="only findings of this kind (close_wait, phantom, ...)")
 
     _top_parser(sub)
 
@@ -127,7 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "snapshot":
         from tcpwatchd.snapshot_cli import snapshot_command
 
-        return snapshot_command(cfg, as_json=args.json, interval=args.interval)
+        filters = {k: getattr(args, k) for k in ("process", "namespace", "pod", "kind")}
+        return snapshot_command(
+            cfg, as_json=args.json, interval=args.interval, local=args.local, filters=filters
+        )
     if args.command == "top":
         from tcpwatchd.top.command import top_command
 

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, StrictInt, ValidationError, create_model, field_validator
+from pydantic import Field, StrictInt, ValidationError, create_model, field_validator, model_validator
 
 from tcpwatchd.detectors.registry import generation, registered
+from tcpwatchd.rules_config import MAX_RULES, IgnoreConfig, OverrideRule, override_model, partial_settings
 from tcpwatchd.saferead import MAX_CONFIG_BYTES, FileRefused, read_regular_file
 from tcpwatchd.sections import DetectSections, Section
 
@@ -130,6 +131,24 @@ class ConfigBase(Section):
     detect: DetectSections = DetectSections()
     sysctl: SysctlConfig = SysctlConfig()
     namespaces: NamespacesConfig = NamespacesConfig()
+    override: list[OverrideRule] = Field(default_factory=list, max_length=MAX_RULES)
+    ignore: IgnoreConfig = IgnoreConfig()
+
+    @model_validator(mode="after")
+    def _overrides_apply(self) -> ConfigBase:
+        """Each rule's settings merged onto its `[detect.<name>]` must be valid settings (cross-field
+        checks a detector may declare see the merged values)."""
+        for position, rule in enumerate(self.override, 1):
+            for spec in registered():
+                changes = rule.settings_for(spec.name)
+                if changes:
+                    try:
+                        base = spec.settings_in(self.detect).model_dump()
+                        spec.settings.model_validate({**base, **changes})
+                    except ValidationError as e:
+                        first = e.errors()[0]
+                        raise ValueError(f"override[{position}].detect.{spec.name}: {first['msg']}") from None
+        return self
 
 
 @functools.cache
@@ -138,7 +157,13 @@ def _models(registry_generation: int) -> tuple[type[DetectSections], type[Config
         spec.name: (spec.settings, Field(default_factory=spec.settings)) for spec in registered()
     }
     detect = create_model("DetectConfig", __base__=DetectSections, **sections)
-    config = create_model("Config", __base__=ConfigBase, detect=(detect, Field(default_factory=detect)))
+    rule = override_model({spec.name: partial_settings(spec.settings) for spec in registered()})
+    config = create_model(
+        "Config",
+        __base__=ConfigBase,
+        detect=(detect, Field(default_factory=detect)),
+        override=(list[rule], Field(default_factory=list, max_length=MAX_RULES)),  # type: ignore[valid-type]
+    )
     return detect, config
 
 
@@ -218,12 +243,24 @@ def _children(item: object) -> Iterator[object]:
 
 
 def _describe(err: object) -> str:
-    """'detect.phantom.idle_seconds: Input should be greater than 0 (got -1)'."""
+    """'detect.phantom.idle_seconds: Input should be greater than 0 (got -1)'; a list item is named by
+    its position counted from 1, as a person counts `[[override]]` tables: 'override[2].match: ...'."""
     assert isinstance(err, dict)
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+    loc = _location(err.get("loc", ()))
     msg = str(err.get("msg", "invalid"))
+    if not loc and msg.startswith("Value error, "):  # a whole-config check names its own position
+        return msg.removeprefix("Value error, ")
+    loc = loc or "<root>"
     if err.get("type") == "extra_forbidden":
         msg = "unknown key"
     elif "input" in err and not isinstance(err["input"], dict):
         msg = f"{msg} (got {err['input']!r})"
     return f"{loc}: {msg}"
+
+
+def _location(loc: object) -> str:
+    """('override', 1, 'detect', 'phantom') -> 'override[2].detect.phantom'."""
+    out = ""
+    for part in loc if isinstance(loc, tuple) else ():
+        out += f"[{part + 1}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

@@ -20,6 +20,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from tcpwatchd.config import Config, ConfigError, load_config
 from tcpwatchd.logs import setup_logging
 from tcpwatchd.outputs.announce import Announcer
+from tcpwatchd.outputs.api import API_PATH, api_handler
+from tcpwatchd.outputs.budget import SeriesBudget
+from tcpwatchd.outputs.probe_log import ProbeLog
 from tcpwatchd.outputs.prometheus import DurationHistogram, LatestPoll, TcpwatchdCollector
 from tcpwatchd.outputs.series import SeriesLabels
 from tcpwatchd.poller import Poller, PollResult
@@ -78,17 +81,18 @@ class Daemon:
         self._path = config_path
         self._signals = _Signals()
         self._notifier = Notifier()
-        self._latest = LatestPoll()
+        self._latest = LatestPoll(SeriesBudget(cfg.exporter.max_process_label_values, _series(cfg)))
         self._durations = DurationHistogram()
         registry = CollectorRegistry(auto_describe=False)
-        self._collector = TcpwatchdCollector(self._latest, self._durations, _series(cfg))
-        registry.register(self._collector)
+        registry.register(TcpwatchdCollector(self._latest, self._durations))
         registry.register(ProcessCollector(registry=None))
         self._poll_errors = PollErrors()
         registry.register(self._poll_errors)
         self._server = MetricsEndpoint(registry)
+        self._server.route(API_PATH, api_handler(self._latest))  # same listener, TLS and auth as /metrics
         self._poller = Poller(cfg)
         self._announcer = Announcer()
+        self._probe_log = ProbeLog()
 
     def run(self) -> int:
         self._signals.install()
@@ -110,8 +114,8 @@ class Daemon:
             self._loop()
         finally:
             self._notifier.send("STOPPING=1")
+            self._restore_probes()  # and the poller's sockets and threads (Poller.close)
             self._server.close()
-            self._poller.close()
             self._notifier.close()
         log.info("stopped")
         return EXIT_OK
@@ -148,10 +152,19 @@ class Daemon:
         self._poll_errors.succeeded()
         try:
             self._announcer.announce(result.report)
+            if result.probes is not None:
+                self._probe_log.log(result.probes.events)
         except Exception as e:  # a log sink that raises must not stop the metrics
             self._poll_errors.failed("announce", e)
         self._durations.observe(result.duration_seconds)
         self._latest.publish(result.retained())
+
+    def _restore_probes(self) -> None:
+        """Put back the keepalive options of every probe in flight (docs/probing.md), and log it."""
+        try:
+            self._probe_log.log(self._poller.close())
+        except Exception as e:  # stopping must finish whatever a restore or a log sink raises
+            log.error("restoring the probes in flight failed: %s", e)
 
     def _reload(self) -> bool:
         self._notifier.send(
@@ -175,7 +188,7 @@ class Daemon:
             return False
         self._cfg = cfg
         self._poller.reconfigure(cfg)
-        self._collector.series = _series(cfg)
+        self._latest.budget.reconfigure(cfg.exporter.max_process_label_values, _series(cfg))
         setup_logging(cfg.daemon.log_level)
         log.info("reloaded config %s", self._path or "embedded default")
         self._notifier.send("READY=1")

@@ -197,7 +197,7 @@ class Owner:
     """The process a socket is counted under (the oldest of its owners when shared after fork)."""
 
     pid: int
-    name: str  # comm, as the kernel reports it; hostile input (any byte, decoded with replacement)
+    name: str  # comm, hostile input: printable and injectively escaped (sources/names.py)
     start_time: float  # seconds since the epoch
     user: str
     unit: str = ""  # systemd unit, from /proc/<pid>/cgroup

@@ -1,4 +1,4 @@
-"""One poll, end to end: snapshot -> tracker -> detectors -> report (+ the sysctl audit).
+"""One poll, end to end: snapshot -> tracker -> detectors -> report (+ the sysctl audit, + probing).
 
 The poller owns the only long-lived state (the tracker's history and the owner cache); everything it
 returns is frozen, so the outputs (metrics, journal, CLI) read a finished `PollResult` and never do I/O.
@@ -12,12 +12,17 @@ import gc
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from tcpwatchd.actions.netns_sysctl import NamespaceSysctl, NamespaceSysctls
+from tcpwatchd.actions.probe_types import ProbeEvent
+from tcpwatchd.actions.probing import ProbeStage, ProbeStep
 from tcpwatchd.config import Config
 from tcpwatchd.detectors.registry import registered
 from tcpwatchd.model import ProcessLabels, SourceStatus
+from tcpwatchd.openings import OpeningWindows
 from tcpwatchd.report import Report, build_report
+from tcpwatchd.rules import Rules
 from tcpwatchd.snapshot import Snapshot, count_by_state_and_process
 from tcpwatchd.sources.taker import Clock, SnapshotTaker
 from tcpwatchd.sysctl.audit import SysctlReport
@@ -37,6 +42,7 @@ class PollResult:
     number: int = 0  # 1 for the poller's first poll
     interval_seconds: float = 0.0  # the configured poll interval when it ran
     namespace_sysctl: tuple[NamespaceSysctl, ...] = ()  # the other network namespaces' audits
+    probes: ProbeStep | None = None  # what probing did ([detect.phantom] probe); None when it is off
 
     @property
     def snapshot(self) -> Snapshot:
@@ -52,7 +58,8 @@ class PollResult:
         Everything /metrics renders is here (counts, report, sources, counters); the table is the bulk
         of a poll's memory (the raw dump), and keeping it would hold two polls' worth during the next."""
         snapshot = replace(self.tracked.snapshot, sockets=SocketTable())
-        return replace(self, tracked=replace(self.tracked, snapshot=snapshot))
+        report = replace(self.report, rows=MappingProxyType({}))  # rows of the dropped table
+        return replace(self, tracked=replace(self.tracked, snapshot=snapshot), report=report)
 
 
 # A poll allocates about ten objects per socket, all acyclic (frozen dataclasses, tuples, strings), which
@@ -78,22 +85,50 @@ def _cyclic_gc_paused(polls: int) -> Iterator[None]:
             gc.enable()
 
 
-def _history_seconds(cfg: Config) -> float:
-    """How far back the tracker must remember openings: the longest any enabled detector asks for."""
-    wanted = [spec.history_seconds(cfg.detect) for spec in registered() if spec.enabled(cfg.detect)]
+def _history_seconds(cfg: Config, rules: Rules | None = None) -> float:
+    """How far back the tracker must remember openings: the longest any enabled detector asks for,
+    under the defaults or any `[[override]]`."""
+    rules = rules or Rules.of(cfg)
+    wanted = [
+        spec.remembers_openings(settings)
+        for spec in registered()
+        if spec.remembers_openings is not None
+        for settings in rules.variants(spec, cfg.detect)
+        if settings.enabled
+    ]
     return max(wanted, default=0.0) + 2 * cfg.daemon.poll_interval_seconds
+
+
+def _opening_windows(cfg: Config, rules: Rules | None = None) -> OpeningWindows:
+    """The widest (window, baseline) an enabled detector asks the opening buckets to cover, under the
+    defaults or any `[[override]]`."""
+    rules = rules or Rules.of(cfg)
+    pairs = [
+        spec.opening_windows(settings)
+        for spec in registered()
+        if spec.opening_windows is not None
+        for settings in rules.variants(spec, cfg.detect)
+        if settings.enabled
+    ]
+    keep = _history_seconds(cfg, rules)
+    if not pairs:
+        return OpeningWindows(keep_seconds=keep)
+    window, baseline = max(w for w, _b in pairs), max(b for _w, b in pairs)
+    return OpeningWindows(window, baseline, keep)
 
 
 class Poller:
     def __init__(self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None) -> None:
         self._proc_root = proc_root
         self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock, namespaces=cfg.namespaces)
-        self._tracker = Tracker(history_seconds=_history_seconds(cfg))
+        self._rules = Rules.of(cfg)
+        self._tracker = Tracker(_history_seconds(cfg, self._rules), _opening_windows(cfg, self._rules))
         self._cfg = cfg
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
         self._namespace_sysctls = NamespaceSysctls(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
         self._carry = Carry()
+        self._probing = ProbeStage(cfg.detect, proc_root=proc_root)
 
     @property
     def config(self) -> Config:
@@ -103,13 +138,20 @@ class Poller:
         """Apply a new, already validated config; history is kept."""
         self._cfg = cfg
         self._taker.reconfigure(cfg.daemon, cfg.namespaces)
-        self._tracker.set_history(_history_seconds(cfg))
-        self._policy = SysctlPolicy(cfg.sysctl, proc_root=self._proc_root)
-        self._namespace_sysctls = NamespaceSysctls(cfg.sysctl, proc_root=self._proc_root)
+        self._rules = Rules.of(cfg)
+        self._tracker.set_history(_history_seconds(cfg, self._rules), _opening_windows(cfg, self._rules))
+        self._policy = self._policy.reconfigured(cfg.sysctl)  # the write counters go on
+        self._namespace_sysctls = self._namespace_sysctls.reconfigured(cfg.sysctl)
+        self._probing.reconfigure(cfg.detect)
 
-    def close(self) -> None:
-        """Release the other namespaces' sockets and the namespace thread (the daemon's stop)."""
-        self._taker.close()
+    def close(self) -> tuple[ProbeEvent, ...]:
+        """At shutdown: put back the keepalive options of every probe in flight (the events to log),
+        then release the destroy-event subscription, the other namespaces' sockets and the namespace
+        thread."""
+        try:
+            return self._probing.close()
+        finally:
+            self._taker.close()
 
     def poll(self) -> PollResult:
         self._polls += 1
@@ -124,7 +166,10 @@ class Poller:
         sysctl, status = self._sysctl()
         per_namespace = self._namespace_sysctls.run(self._taker.foreign, snapshot.namespaces)
         values = sysctl.values() if sysctl is not None else None
-        report = build_report(tracked, self._cfg.detect, values)
+        report = build_report(
+            tracked, self._cfg.detect, values, rules=self._rules, probed=self._probing.verdicts()
+        )
+        probes = self._probing.step(tracked, report)
         counts = count_by_state_and_process(snapshot)
         self._carry = snapshot.carry()
         return PollResult(
@@ -137,6 +182,7 @@ class Poller:
             number=self._polls,
             interval_seconds=self._cfg.daemon.poll_interval_seconds,
             namespace_sysctl=per_namespace,
+            probes=probes,
         )
 
     def _sysctl(self) -> tuple[SysctlReport | None, SourceStatus | None]:

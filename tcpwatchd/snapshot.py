@@ -15,6 +15,7 @@ from itertools import compress, repeat
 from operator import attrgetter
 from types import MappingProxyType
 
+from tcpwatchd.facts import ConnectionEvents, PortRange, ProcessFacts
 from tcpwatchd.model import (
     NOBODY,
     AttributionStats,
@@ -27,6 +28,8 @@ from tcpwatchd.model import (
     WatchedNetns,
 )
 from tcpwatchd.table import Carry, Derived, SocketTable
+
+SOCKET_SOURCES = frozenset({"sockdiag", "procnet"})
 
 
 def _no_owners() -> Mapping[int, Owner]:
@@ -48,6 +51,17 @@ class Snapshot:
     # The other network namespaces read (sources/foreign.py); sockets of tcpwatchd's own have netns 0.
     namespaces: tuple[WatchedNetns, ...] = ()
     namespace_stats: NamespaceStats = field(default_factory=NamespaceStats)
+    # Beyond the socket table (facts.py): connections that ended between polls, fd use of the processes
+    # with sockets (pid -> facts, refreshed slowly), and each namespace's ephemeral port range.
+    connection_events: ConnectionEvents = field(default_factory=ConnectionEvents)
+    process_facts: Mapping[int, ProcessFacts] = field(default_factory=lambda: MappingProxyType({}))
+    port_ranges: Mapping[int, PortRange] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def sockets_failed(self) -> bool:
+        """True when every socket source tried in this poll failed: the empty table means nothing."""
+        tried = [s for s in self.sources if s.name in SOCKET_SOURCES]
+        return bool(tried) and not any(s.ok for s in tried)
 
     def owner_of(self, sock: Socket) -> Owner | None:
         return self.owners.get(sock.inode) if sock.inode else None

@@ -1,53 +1,33 @@
-"""`tcpwatchd snapshot`: one poll now, printed per process (sockets by state) with every finding."""
+"""`tcpwatchd snapshot`: the last poll per process (sockets by state, findings by kind) and its findings.
+
+It reads the running daemon's API (docs/api.md) at the config's `[exporter]` address, so it needs no
+root and starts no second poller; `--local` (or `--interval`) polls in this process instead, and when
+no daemon answers it says so and polls locally. Either way it holds the same document: `--json` prints
+it as the API serves it, the table renders it.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from tcpwatchd.config import Config
-from tcpwatchd.model import NOBODY, STATE_LABELS, Owner, ProcessLabels
-from tcpwatchd.poller import Poller, PollResult
-from tcpwatchd.snapshot import Snapshot, row_labels
+from tcpwatchd.model import STATE_LABELS
+from tcpwatchd.outputs.api import MAX_PER_PAGE, QueryError, build_document, parse_query
+from tcpwatchd.poller import Poller
+from tcpwatchd.top.source import HttpSource, SourceError, default_url
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 
-@dataclass(slots=True)
-class ProcessRow:
-    name: str
-    pid: int
-    user: str
-    unit: str
-    container: str
-    sockets: Counter[str] = field(default_factory=Counter)
-    where: ProcessLabels = NOBODY  # namespace, pod and container names ("" outside a pod)
-
-    @property
-    def total(self) -> int:
-        return sum(self.sockets.values())
-
-
-def process_rows(snap: Snapshot) -> list[ProcessRow]:
-    """Sockets by state per owning process; sockets with no owner are one row with pid 0 (one per pod,
-    when some are in a pod's network namespace)."""
-    rows: dict[tuple[int, ProcessLabels], ProcessRow] = {}
-    unowned = Owner(pid=0, name="", start_time=0.0, user="")
-    for sock, where in zip(snap.sockets, row_labels(snap), strict=True):
-        owner = snap.owner_of(sock) or unowned
-        row = rows.get((owner.pid, where))
-        if row is None:
-            row = rows[(owner.pid, where)] = ProcessRow(
-                owner.name, owner.pid, owner.user, owner.unit, owner.container, where=where
-            )
-        row.sockets[sock.state.label] += 1
-    return sorted(rows.values(), key=lambda r: (-r.total, r.name, r.pid))
-
-
-def snapshot_command(cfg: Config, as_json: bool, interval: float = 0.0, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
+def local_document(cfg: Config, query: Mapping[str, str], interval: float = 0.0) -> dict[str, Any]:
+    """One poll here (two, `interval` seconds apart, so that ages and openings show)."""
+    q = parse_query(query)
     poller = Poller(cfg)
     try:
         result = poller.poll()
@@ -55,89 +35,113 @@ def snapshot_command(cfg: Config, as_json: bool, interval: float = 0.0, out: Tex
             time.sleep(interval)
             result = poller.poll()
     finally:
-        poller.close()
+        poller.close()  # the other namespaces' sockets and thread, the destroy-event subscription
+    return build_document(result, q)
+
+
+def fetch_document(
+    cfg: Config, query: Mapping[str, str], local: bool, interval: float, err: TextIO
+) -> tuple[dict[str, Any], str]:
+    """(document, where it came from). Raises SourceError when the daemon answers but refuses."""
+    if local or interval > 0:
+        return local_document(cfg, query, interval), "local poll"
+    source = HttpSource(default_url(cfg))
+    try:
+        return source.fetch(query), f"daemon {source.url}"
+    except SourceError as e:
+        if not str(e).startswith("daemon unreachable"):
+            raise
+        print(f"tcpwatchd snapshot: no daemon answers at {source.url} ({e}); polling locally", file=err)
+        return local_document(cfg, query), f"local poll (no daemon answered at {source.url})"
+
+
+def snapshot_command(
+    cfg: Config,
+    as_json: bool,
+    interval: float = 0.0,
+    out: TextIO | None = None,
+    local: bool = False,
+    filters: Mapping[str, str] | None = None,
+    err: TextIO | None = None,
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    query = {k: v for k, v in (filters or {}).items() if v} | {"per_page": str(MAX_PER_PAGE)}
+    try:
+        parse_query(query)  # a bad --kind is refused before any poll or request
+        doc, where = fetch_document(cfg, query, local, interval, err)
+    except QueryError as e:
+        print(f"tcpwatchd snapshot: {e}", file=err)
+        return EXIT_USAGE
+    except SourceError as e:
+        print(f"tcpwatchd snapshot: {e} (--local polls here instead)", file=err)
+        return EXIT_FAILED
     if as_json:
-        json.dump(to_json(result), out, indent=2, sort_keys=True)
+        json.dump(doc, out, indent=2, ensure_ascii=True)
         out.write("\n")
     else:
-        out.write(render_table(result))
-    return 0
-
-
-def to_json(result: PollResult) -> dict[str, Any]:
-    snap = result.snapshot
-    return {
-        "taken_at": snap.taken_at,
-        "source": snap.source,
-        "sockets": len(snap.sockets),
-        "by_state": dict(Counter(s.state.label for s in snap.sockets)),
-        "processes": [
-            {
-                "name": r.name,
-                "pid": r.pid,
-                "user": r.user,
-                "unit": r.unit,
-                "container": r.container,
-                "namespace": r.where.namespace,
-                "pod": r.where.pod,
-                "container_name": r.where.container,
-                "sockets": dict(r.sockets),
-            }
-            for r in process_rows(snap)
-        ],
-        "findings": [f.to_json() for f in result.report.findings],
-        "sources": [asdict(s) for s in snap.sources]
-        + ([asdict(result.sysctl_status)] if result.sysctl_status else []),
-        "attribution": asdict(snap.attribution) | {"partial": snap.attribution.partial},
-        "poll_duration_seconds": result.duration_seconds,
-    }
+        out.write(render_table(doc, where))
+    return EXIT_OK
 
 
 def _safe(text: str) -> str:
-    """Names are hostile: keep one row per process whatever bytes the name holds."""
-    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    """Names are hostile: one row per process whatever characters the name holds."""
+    return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
-def render_table(result: PollResult) -> str:
-    snap = result.snapshot
-    rows = process_rows(snap)
-    present = [s for s in STATE_LABELS if any(r.sockets.get(s) for r in rows)]
-    pods = any(r.where.namespace or r.where.pod or r.where.container for r in rows)
-    where = ["NAMESPACE", "POD", "CONTAINER"] if pods else []
-    header = ["PROCESS", "PID", "UNIT", *where, *[s.upper() for s in present], "TOTAL"]
-    table = [header]
-    for r in rows:
-        name = _safe(r.name) if r.pid else "(no process)"
-        unit = _safe(r.unit or r.container) or "-"
-        names = [_safe(v) or "-" for v in r.where[1:]] if pods else []
-        counts = [str(r.sockets.get(s, 0)) for s in present]
-        table.append([name, str(r.pid or "-"), unit, *names, *counts, str(r.total)])
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    lines.append("")
-    lines.append(
-        f"{len(snap.sockets)} sockets via {snap.source}, {len(rows)} owners, "
-        + (f"{len(snap.namespaces)} other network namespaces, " if snap.namespaces else "")
-        + f"poll {result.duration_seconds * 1000:.0f} ms"
-        + (
-            f" (attribution partial: {snap.attribution.processes_denied} processes unreadable)"
-            if snap.attribution.partial
-            else ""
+WHERE = ("namespace", "pod", "container")
+
+
+def render_table(doc: Mapping[str, Any], where: str = "") -> str:
+    """Processes by state (namespace/pod/container columns only when some process has them), then the
+    listed findings by kind."""
+    procs: list[Mapping[str, Any]] = doc.get("processes", [])
+    states = [s for s in STATE_LABELS if any(p["sockets"].get(s) for p in procs)]
+    places = [w for w in WHERE if any(p[w] for p in procs)]
+    header = ["PROCESS", *[w.upper() for w in places], *[s.upper() for s in states], "TOTAL", "FINDINGS"]
+    rows = [header]
+    for p in sorted(procs, key=lambda p: (-p["findings_total"], -p["sockets_total"], p["process"])):
+        rows.append(
+            [
+                _safe(p["process"]) or "(no process)",
+                *[_safe(p[w]) or "-" for w in places],
+                *[str(p["sockets"].get(s, 0)) for s in states],
+                str(p["sockets_total"]),
+                " ".join(f"{k}={n}" for k, n in p["findings"].items()) or "-",
+            ]
         )
-    )
-    lines += _findings_lines(result)
-    return "\n".join(lines) + "\n"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    poll = doc.get("poll", {})
+    total = sum(p["sockets_total"] for p in procs)
+    lines += ["", f"{total} sockets, {len(procs)} processes, poll #{poll.get('number', 0)} via "
+              f"{poll.get('source', '?')} in {poll.get('duration_seconds', 0) * 1000:.0f} ms"
+              + (f"; from {where}" if where else "")]  # fmt: skip
+    active = {k: v for k, v in doc.get("filters", {}).items() if v}
+    if active:
+        lines.append("filters: " + " ".join(f"{k}={_safe(v)!r}" for k, v in active.items()))
+    return "\n".join(lines + _findings_lines(doc)) + "\n"
 
 
-def _findings_lines(result: PollResult) -> list[str]:
-    findings = result.report.findings
+def _findings_lines(doc: Mapping[str, Any]) -> list[str]:
+    findings: list[Mapping[str, Any]] = doc.get("findings", [])
+    counted = sum(p["findings_total"] for p in doc.get("processes", []))
     if not findings:
-        return ["", "No findings."]
-    by_kind: dict[str, list[str]] = defaultdict(list)
+        return ["", "No findings." if not counted else f"{counted} findings counted, none listed."]
+    lines = ["", f"{counted} findings counted, {doc['page']['total_items']} listed:"]
+    kind = None
     for f in findings:
-        by_kind[str(f.kind)].append("  " + _safe(f.describe()))
-    lines = ["", f"{len(findings)} findings:"]
-    for kind in sorted(by_kind):
-        lines.append(f"{kind} ({len(by_kind[kind])}):")
-        lines += by_kind[kind]
+        if f["kind"] != kind:
+            kind = f["kind"]
+            lines.append(f"{kind}:")
+        pod = f" pod={f['namespace']}/{f['pod']}" if f["pod"] else ""
+        facts = "".join(f" {k}={v}" for k, v in f["details"].items())
+        rule = f" rule={f['rule']}" if f["rule"] else ""
+        age = f"{f['age_seconds']:.1f}s" if f["age_seconds"] is not None else "?"
+        line = (
+            f"  {f['process'] or '(no process)'} pid={f['pid']}{pod} {f['local']} -> {f['remote']} "
+            f"age={age}{facts}{rule}"
+        )
+        lines.append(_safe(line))
+    if doc["page"]["total_pages"] > 1:
+        lines.append(f"(first {len(findings)} of {doc['page']['total_items']}: narrow with --process/--kind)")
     return lines

@@ -20,15 +20,27 @@ history is identical (all those of the first poll in one state, for instance).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from tcpwatchd.columns import UNCONNECTED, ConnKey, Key, four_tuple, object_key
-from tcpwatchd.model import NOBODY, Owner, ProcessLabels, Socket, TcpState
-from tcpwatchd.snapshot import Snapshot, listener_owners
+from tcpwatchd.conncounts import (
+    ConnectionCounts,
+    Opened,
+    attribute_to_listeners,
+    born_time_wait,
+    events_counted,
+)
+from tcpwatchd.fd_forecast import FdTrends, Sample
+from tcpwatchd.model import Owner, ProcessLabels, Socket, TcpState
+from tcpwatchd.openings import OpeningHistory, OpeningsView, OpeningWindows
+from tcpwatchd.readers import counter_deltas, reading_since
+from tcpwatchd.rekey import rekeyed
+from tcpwatchd.scope import Scope
+from tcpwatchd.snapshot import Snapshot
+from tcpwatchd.table import SocketTable
 
 _ENDED = frozenset({TcpState.TIME_WAIT, TcpState.CLOSE})
 
@@ -52,31 +64,6 @@ class Track:
 
 
 @dataclass(frozen=True, slots=True)
-class Opened:
-    """A connection first seen after tcpwatchd's start (client or server side)."""
-
-    at: float  # monotonic time of the poll that saw it first
-    poll: int
-    key: Key
-    remote_address: str
-    local_port: int
-    owner: Owner | None  # None when no process held it yet (e.g. not yet accepted)
-    netns: int = 0  # the network namespace it was seen in (model.Socket.netns)
-
-    @property
-    def process(self) -> str:
-        return self.owner.name if self.owner else ""
-
-    @property
-    def pid(self) -> int:
-        return self.owner.pid if self.owner else 0
-
-    @property
-    def labels(self) -> ProcessLabels:
-        return self.owner.labels if self.owner else NOBODY
-
-
-@dataclass(frozen=True, slots=True)
 class TrackedPoll:
     """The tracker's view after one poll: the snapshot plus history. Detectors read only this."""
 
@@ -85,10 +72,18 @@ class TrackedPoll:
     now: float  # the snapshot's monotonic time
     tracks: Mapping[Key, Track]
     opened: tuple[Opened, ...]  # first seen in this poll
-    recent_opened: tuple[Opened, ...]  # first seen within the tracker's history window, oldest first
+    openings: OpeningsView  # openings per (netns, peer, service port), sub-poll ones included
     closed: int  # identities that disappeared since the previous poll
     opened_totals: Mapping[ProcessLabels, int]  # process -> connections opened since start (a counter)
     unchanged: bool = False  # same sockets, states, inodes and timers as the previous poll
+    scope: Scope | None = None  # set by the report for one detector run (see scope.py); None: all sockets
+    closed_totals: Mapping[ProcessLabels, int] = field(default_factory=lambda: MappingProxyType({}))
+    fd_samples: Mapping[int, tuple[Sample, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    consumed: bool = True  # False: the socket sources failed, the tracks are the previous poll's
+    # kernel counter -> its rise since the previous poll that had it (absent on the first poll)
+    counter_deltas: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # connections with unread data whose application read some since the previous poll (slow readers)
+    reading: frozenset[Key] = frozenset()
 
     def track_of(self, sock: Socket) -> Track:
         return self.tracks[connection_key(sock)]
@@ -104,56 +99,85 @@ class TrackedPoll:
 class Tracker:
     """Follows connections from snapshot to snapshot. Not thread-safe: one poller feeds it."""
 
-    def __init__(self, history_seconds: float = 900.0) -> None:
-        self._history_seconds = history_seconds
+    def __init__(self, history_seconds: float = 900.0, windows: OpeningWindows | None = None) -> None:
         self._tracks: dict[Key, Track] = {}
         self._structure: tuple[list[Any], ...] = ()
         self._unread: frozenset[Key] = frozenset()
         self._requests: dict[ConnKey, Key] = {}  # 4-tuple -> key of the request sockets last seen
-        self._recent: deque[Opened] = deque()
-        self._opened_totals: dict[ProcessLabels, int] = {}
+        windows = windows or OpeningWindows()
+        self._openings = OpeningHistory(replace(windows, keep_seconds=history_seconds))
+        self._counts = ConnectionCounts(self._openings)
+        self._fds = FdTrends()
+        self._previous: Snapshot | None = None  # the last consumed poll
+        self._counters: Mapping[str, int] = {}
+        self._copied: dict[Key, int] = {}  # unread connections -> bytes the application has read
+        self._reading: frozenset[Key] = frozenset()
         self._poll = 0
+        self._consumed = 0  # polls whose sockets were read (a poll whose socket sources failed is not)
 
-    def set_history(self, seconds: float) -> None:
-        """How long `recent_opened` remembers openings (the longest detector window needs)."""
-        self._history_seconds = seconds
+    def set_history(self, seconds: float, windows: OpeningWindows | None = None) -> None:
+        """How long a quiet peer's openings are remembered (the longest detector window needs), and the
+        windows the opening history counts in (the storm detector's)."""
+        self._openings.configure(replace(windows or self._openings.windows, keep_seconds=seconds))
 
     def update(self, snap: Snapshot) -> TrackedPoll:
         self._poll += 1
-        table, now = snap.sockets, snap.monotonic
+        now = snap.monotonic
+        self._openings.observe(now)
+        if snap.sockets_failed:  # keep every track: an empty table is no news about connections
+            self._counts.count_events(snap, self._poll)
+            return self._view(snap, (), 0, unchanged=False, consumed=False)
+        if self._previous is not None and self._tracks:
+            self._tracks = rekeyed(self._tracks, self._previous.sockets, snap.sockets)
+        table = snap.sockets
         keys = table.column("key")
         structure = table.structure()
         unread = frozenset(map(keys.__getitem__, table.unread_rows()))
-        unchanged = self._poll > 1 and structure == self._structure and unread == self._unread
+        unchanged = self._consumed > 0 and structure == self._structure and unread == self._unread
         opened: list[Opened] = []
         closed = 0
         if not unchanged:
             old = self._tracks
             self._tracks = _Rebuild(self, snap, unread).run(opened)
-            closed = len(old.keys() - self._tracks.keys())
+            gone = old.keys() - self._tracks.keys()
+            closed = len(gone)
+            if gone and self._previous is not None:
+                born_tw = {k for k in gone if born_time_wait(old[k])} if events_counted(snap) else set()
+                self._counts.count_gone(self._previous, gone - born_tw)
             self._structure, self._unread = structure, unread
         if any(not o.pid for o in opened):
-            opened = _attribute_to_listeners(snap, opened)
-        self._remember(opened, now)
-        for o in opened:
-            self._opened_totals[o.labels] = self._opened_totals.get(o.labels, 0) + 1
+            opened = attribute_to_listeners(snap, opened)
+        self._note_reading(table)
+        self._counts.count_openings(snap, opened)
+        self._counts.count_events(snap, self._poll)
+        self._consumed += 1
+        self._previous = snap
+        return self._view(snap, tuple(opened), closed, unchanged=unchanged, consumed=True)
+
+    def _note_reading(self, table: SocketTable) -> None:
+        self._reading, self._copied = reading_since(table, self._copied)
+
+    def _view(
+        self, snap: Snapshot, opened: tuple[Opened, ...], closed: int, *, unchanged: bool, consumed: bool
+    ) -> TrackedPoll:
+        samples = {(f.pid, f.start_time): (f.at, f.open_fds) for f in snap.process_facts.values()}
+        deltas, self._counters = counter_deltas(self._counters, snap.kernel_counters)
         return TrackedPoll(
             snapshot=snap,
             poll=self._poll,
-            now=now,
+            now=snap.monotonic,
             tracks=MappingProxyType(self._tracks),
-            opened=tuple(opened),
-            recent_opened=tuple(self._recent),
+            opened=opened,
+            openings=self._openings.view(snap.monotonic),
             closed=closed,
-            opened_totals=MappingProxyType(dict(self._opened_totals)),
+            opened_totals=self._counts.opened(),
             unchanged=unchanged,
+            closed_totals=self._counts.closed(),
+            fd_samples=MappingProxyType(self._fds.update(samples)),
+            consumed=consumed,
+            counter_deltas=MappingProxyType(deltas),
+            reading=self._reading if consumed else frozenset(),
         )
-
-    def _remember(self, opened: list[Opened], now: float) -> None:
-        self._recent.extend(opened)
-        horizon = now - self._history_seconds
-        while self._recent and self._recent[0].at < horizon:
-            self._recent.popleft()
 
 
 class _Rebuild:
@@ -161,7 +185,8 @@ class _Rebuild:
 
     def __init__(self, tracker: Tracker, snap: Snapshot, unread: frozenset[Key]) -> None:
         self.tracker, self.snap, self.unread = tracker, snap, unread
-        self.now, self.poll, self.first = snap.monotonic, tracker._poll, tracker._poll == 1
+        self.now, self.poll, self.first = snap.monotonic, tracker._poll, tracker._consumed == 0
+        self.events = events_counted(snap)
         self.shared: dict[tuple[int, bool, int], Track] = {}  # new tracks, shared when identical
 
     def run(self, opened: list[Opened]) -> dict[Key, Track]:
@@ -222,7 +247,8 @@ class _Rebuild:
         before = self.tracker._tracks.get(handshake) if handshake is not None else None
         if before is not None:  # the accepted socket of a handshake seen as a request socket
             return _advance(before, state, own_inode, is_unread, self.now)
-        opened.append(_opened(self.snap, sock, key, self.now, self.poll))
+        if not (state == TcpState.TIME_WAIT and self.events):
+            opened.append(_opened(self.snap, sock, key, self.now, self.poll))
         return self._shared(state, is_unread, own_inode)
 
     def _shared(self, state: int, is_unread: bool, inode: int) -> Track:
@@ -281,16 +307,6 @@ def _opened(snap: Snapshot, sock: Socket, key: Key, now: float, poll: int) -> Op
         remote_address=sock.remote_address,
         local_port=sock.local_port,
         owner=owner,
+        remote_port=sock.remote_port,
         netns=sock.netns,
     )
-
-
-def _attribute_to_listeners(snap: Snapshot, opened: list[Opened]) -> list[Opened]:
-    """Count an opening no process holds yet (still in the accept queue, or already TIME_WAIT on the
-    server side) under the process listening on its local port: that is who the peer connected to."""
-    listeners = listener_owners(snap)
-    out = []
-    for o in opened:
-        owner = listeners.get((o.netns, o.local_port)) if not o.pid else None
-        out.append(replace(o, owner=owner) if owner else o)
-    return out

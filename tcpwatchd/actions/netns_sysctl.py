@@ -65,6 +65,12 @@ class NamespaceSysctls:
         self._desired = {k: v for k, v in cfg.desired.items() if k in PER_NETNS}
         self._policies: dict[int, SysctlPolicy] = {}  # write counters per enforced namespace
 
+    def reconfigured(self, cfg: SysctlConfig) -> NamespaceSysctls:
+        """The audit for a reloaded config, with this one's write counters (counters only ever grow)."""
+        audit = NamespaceSysctls(cfg, self._proc_root)
+        audit._policies = {netns: p.reconfigured(cfg) for netns, p in self._policies.items()}
+        return audit
+
     def run(
         self, foreign: ForeignNamespaces | None, namespaces: Sequence[WatchedNetns]
     ) -> tuple[NamespaceSysctl, ...]:

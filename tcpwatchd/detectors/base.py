@@ -7,13 +7,14 @@ A detector is a pure function of the tracker's view, its own config section and 
 
 from __future__ import annotations
 
-import ipaddress
+import enum
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from tcpwatchd.model import NOBODY, Owner, ProcessLabels, Socket, Workload
+from tcpwatchd.openings import peer_address as peer_address  # re-exported: detectors key peers with it
 from tcpwatchd.snapshot import pod_labels, row_labels
 from tcpwatchd.tracker import TrackedPoll
 
@@ -59,6 +60,7 @@ class Finding:
     pod: str = ""
     container: str = ""
     netns: int = 0  # the network namespace of the socket (model.Socket.netns; 0: tcpwatchd's own)
+    rule: str = ""  # the `[[override]]` whose settings judged it ("" for the [detect] defaults)
 
     @property
     def labels(self) -> ProcessLabels:
@@ -81,6 +83,7 @@ class Finding:
         pod = f" pod={self.namespace + '/' + self.pod!r} container={self.container!r}" if self.pod else ""
         if not self.pod and self.netns:  # a container or namespace that is no pod's: say which one
             pod = f" netns={self.netns}" + (f" container={self.container!r}" if self.container else "")
+        pod += f" rule={self.rule!r}" if self.rule else ""
         return (
             f"{self.kind} process={self.process!r} pid={self.pid}{unit}{pod} peer={self.peer} "
             f"age={self.age_seconds:.1f}s socket={self.local} -> {self.remote}"
@@ -101,6 +104,7 @@ class Finding:
             "peer": self.peer,
             "age_seconds": round(self.age_seconds, 3),
             "details": {d.key: d.value for d in self.details},
+            "rule": self.rule,
         }
 
 
@@ -122,35 +126,49 @@ class Outcome:
     counts: Mapping[tuple[Kind, ProcessLabels], int] = field(default_factory=lambda: MappingProxyType({}))
     degraded: str = ""
     values: Mapping[str, Mapping[ProcessLabels, float]] = field(default_factory=_nothing)
+    # Every row of this poll's socket table each kind was found on, listed or not (`mass_outcome` fills
+    # it): what an action on the findings (probing, tcpwatchd/actions) starts from. Valid for this poll's
+    # table only.
+    rows: Mapping[Kind, Sequence[int]] = field(default_factory=lambda: MappingProxyType({}))
+    # Per (process, port) figures of a `ValueGauge(per_port=True)`: key -> (process, port) -> value;
+    # port -1 renders as port="" (folded).
+    port_values: Mapping[str, Mapping[tuple[ProcessLabels, int], float]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+
+class Proof(enum.Enum):
+    """What an active probe of a connection says so far (docs/probing.md)."""
+
+    PROBING = "probing"  # a keepalive is armed by tcpwatchd, no verdict yet
+    ALIVE = "alive"  # the peer acknowledged a probe
+    DEAD = "dead"  # the peer answered with RST
+    UNREACHABLE = "unreachable"  # the probe budget went unanswered
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    """One connection's probe verdict, as data for the detectors: `at` is the monotonic time of the poll
+    that armed (PROBING) or settled it, on the clock of `TrackedPoll.now`."""
+
+    proof: Proof
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a detector may read besides the tracker and its own section: the sysctl values of this poll
-    (dotted names; empty when [sysctl] mode is "off")."""
+    (dotted names; empty when [sysctl] mode is "off"), and the probe verdicts by socket cookie (empty
+    unless [detect.phantom] probe is on)."""
 
     sysctl: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    probed: Mapping[int, Probed] = field(default_factory=lambda: MappingProxyType({}))
 
 
 # A host can hold tens of thousands of sockets in one condition (every connection without keepalive, a
 # CLOSE_WAIT leak at its height). The gauges count them all; each poll names at most this many per kind and
 # process (in socket table order), so that a poll, its log lines and `snapshot` stay readable and cheap.
 LISTED_PER_PROCESS = 20
-
-
-def peer_address(address: str) -> str:
-    """A peer address as one key whichever socket family carried it.
-
-    A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6 (RFC 4291 2.5.5.2):
-    '::ffff:198.18.0.2' -> '198.18.0.2'; other addresses are returned unchanged.
-    """
-    if not address.startswith("::ffff:"):
-        return address
-    try:
-        mapped = ipaddress.IPv6Address(address).ipv4_mapped
-    except ValueError:
-        return address
-    return str(mapped) if mapped is not None else address
 
 
 def endpoint(address: str, port: int | str) -> str:
@@ -161,6 +179,20 @@ def endpoint(address: str, port: int | str) -> str:
 def owner_labels(tracked: TrackedPoll, rows: Iterable[int]) -> list[ProcessLabels]:
     """The series identity of each row's counted owner (`NOBODY` when no process holds the socket)."""
     return list(map(row_labels(tracked.snapshot).__getitem__, rows))
+
+
+def judged_rows(tracked: TrackedPoll, rows: Sequence[int]) -> Sequence[int]:
+    """The rows of `rows` this detector run may judge: all of them, unless the report gave the run a
+    scope (an `[[override]]` group, `[ignore]`d sockets; see scope.py). A detector that aggregates rows
+    itself (an oldest age, say) takes them through here; `mass_outcome` does it for the rows it counts."""
+    return rows if tracked.scope is None else tracked.scope.judged(rows)
+
+
+def judges_opening(tracked: TrackedPoll, owner: Owner | None, local_port: int, remote_address: str) -> bool:
+    """Whether this run judges openings of `owner`'s port from `remote_address` (they may have closed
+    since: they have no row)."""
+    scope = tracked.scope
+    return scope is None or scope.opening(owner, local_port, remote_address)
 
 
 def listed_rows(names: Sequence[ProcessLabels], rows: Sequence[int]) -> list[int]:
@@ -183,11 +215,17 @@ def listed_rows(names: Sequence[ProcessLabels], rows: Sequence[int]) -> list[int
 def mass_outcome(
     kind: Kind, tracked: TrackedPoll, rows: Sequence[int], finding: Callable[[int], Finding]
 ) -> Outcome:
-    """Count every row under its process; build `finding(row)` only for the rows listed."""
+    """Count every row (of those the run judges) under its process; build `finding(row)` only for the
+    rows listed."""
+    rows = judged_rows(tracked, rows)
     names = owner_labels(tracked, rows)
     counts = {(kind, name): n for name, n in Counter(names).items()}
     listed = listed_rows(names, rows)
-    return Outcome(findings=tuple(finding(row) for row in listed), counts=MappingProxyType(counts))
+    return Outcome(
+        findings=tuple(finding(row) for row in listed),
+        counts=MappingProxyType(counts),
+        rows=MappingProxyType({kind: rows}) if rows else MappingProxyType({}),
+    )
 
 
 def connection_finding(

@@ -19,6 +19,7 @@ from tcpwatchd.detectors.base import (
     Kind,
     Outcome,
     connection_finding,
+    judged_rows,
     mass_outcome,
     owner_labels,
 )
@@ -37,7 +38,7 @@ class CloseWaitConfig(DetectorSettings):
 def detect_close_wait(tracked: TrackedPoll, cfg: CloseWaitConfig, ctx: Context) -> Outcome:
     min_age = cfg.min_age_seconds
     table, now = tracked.snapshot.sockets, tracked.now
-    rows = table.rows_in(TcpState.CLOSE_WAIT)
+    rows = judged_rows(tracked, table.rows_in(TcpState.CLOSE_WAIT))
     since = [tracked.track_at(row).state_since for row in rows]
     oldest: dict[ProcessLabels, float] = {}
     for name, at in zip(owner_labels(tracked, rows), since, strict=True):

@@ -14,6 +14,11 @@ connection is then provably abandoned. DESIGN.md "Definitions" is the contract:
   known only to the poll that saw it, so "after the last packet" is exact to one poll interval.
 - an idle connection that is not superseded and has no timer armed (no keepalive; the retransmit and
   probe timers take precedence, see model.TimerKind) is a suspect, not a phantom.
+
+Probing (`probe = "verify" | "reap"`, docs/probing.md, tcpwatchd/actions) settles them; its verdicts come
+back as data (`Context.probed`, by cookie): a keepalive tcpwatchd armed does not hide a suspect, a
+connection proven alive is not judged again until it has been idle for `idle_seconds` anew, and a proven
+one says so in its finding.
 """
 
 from __future__ import annotations
@@ -22,15 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import compress
 from types import MappingProxyType
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
+from tcpwatchd.allowlist import parse_allowlist
 from tcpwatchd.detectors.base import (
     Context,
     Detail,
     Finding,
     Kind,
     Outcome,
+    Probed,
+    Proof,
     connection_finding,
     mass_outcome,
     peer_address,
@@ -45,10 +54,49 @@ IDLE_SUSPECT = Kind("idle_suspect")
 
 
 class PhantomConfig(DetectorSettings):
-    idle_seconds: float = Field(900.0, gt=0)
+    idle_seconds: float = Field(900.0, gt=0, le=86400)  # bounded: the tracker remembers this long
+    # Probing (docs/probing.md): off changes nothing; verify restores the socket's options; reap also
+    # destroys superseded phantoms that never answer.
+    probe: Literal["off", "verify", "reap"] = "off"
+    probe_allow: list[str] = Field(
+        default_factory=list,
+        description="Who may be probed: 'process:GLOB', 'unit:GLOB', 'pod:NS/NAME-GLOB'.",
+    )
+    # TCP_KEEPIDLE and TCP_KEEPINTVL accept 1..32767 s (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL in net/tcp.h).
+    probe_idle_seconds: int = Field(1, ge=1, le=32767)
+    probe_interval_seconds: int = Field(1, ge=1, le=32767)
+    # Unanswered probes that prove a peer unreachable; the armed TCP_KEEPCNT is 127 (the kernel's maximum),
+    # so the kernel never gives up before tcpwatchd has judged.
+    probe_budget: int = Field(5, ge=1, le=100)
+    probe_max_per_poll: int = Field(8, ge=1, le=1024, description="New probes started per poll, host-wide.")
+    probe_max_per_process: int = Field(2, ge=1, le=1024, description="Probes in flight at once per process.")
+    probe_max_in_flight: int = Field(64, ge=1, le=4096, description="Probes in flight at once, host-wide.")
+    dry_run: bool = False
+
+    @field_validator("probe_allow")
+    @classmethod
+    def _allow_rules(cls, value: list[str]) -> list[str]:
+        parse_allowlist(value)
+        return value
+
+    @model_validator(mode="after")
+    def _probe_consistent(self) -> PhantomConfig:
+        if self.probe == "off":
+            return self
+        if not self.probe_allow:
+            raise ValueError(
+                "probe is on but probe_allow is empty: list who may be probed ('process:*' for all)"
+            )
+        if self.probe_idle_seconds >= self.idle_seconds:
+            raise ValueError(
+                "probe_idle_seconds must be below idle_seconds, or a probe would wait for idleness"
+            )
+        if max(self.probe_max_per_poll, self.probe_max_per_process) > self.probe_max_in_flight:
+            raise ValueError("probe_max_per_poll and probe_max_per_process cannot exceed probe_max_in_flight")
+        return self
 
 
-ServiceKey = tuple[int, str, int]  # (network namespace, peer address, local port)
+ServiceKey = tuple[int, str, int]  # (netns, peer address, local port): openings.PeerKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +132,15 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
     newest = _newest_sightings(tracked, {_service(sock) for sock in sockets.values()})
     verdicts: dict[Kind, list[int]] = {PHANTOM: [], IDLE_SUSPECT: []}
     for row, sock in sockets.items():
-        kind = _judge(tracked, row, sock, _idle_seconds(sock), newest)
+        probed = ctx.probed.get(sock.cookie) if sock.cookie is not None else None
+        if _proven_alive_lately(probed, tracked.now, cfg.idle_seconds):
+            continue
+        kind = _judge(tracked, row, sock, _idle_seconds(sock), newest, probed)
         if kind is not None:
             verdicts[kind].append(row)
 
     def finding(kind: Kind) -> Callable[[int], Finding]:
-        return lambda row: _finding(kind, tracked, sockets[row], newest)
+        return lambda row: _finding(kind, tracked, sockets[row], newest, ctx)
 
     phantoms = mass_outcome(PHANTOM, tracked, verdicts[PHANTOM], finding(PHANTOM))
     suspects = mass_outcome(IDLE_SUSPECT, tracked, verdicts[IDLE_SUSPECT], finding(IDLE_SUSPECT))
@@ -97,6 +148,7 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
         findings=phantoms.findings + suspects.findings,
         degraded=degraded,
         counts=MappingProxyType({**phantoms.counts, **suspects.counts}),
+        rows=MappingProxyType({**phantoms.rows, **suspects.rows}),  # what probing starts from
     )
 
 
@@ -109,35 +161,55 @@ def _service(sock: Socket) -> ServiceKey:
     return (sock.netns, peer_address(sock.remote_address), sock.local_port)
 
 
+def _proven_alive_lately(probed: Probed | None, now: float, idle_seconds: float) -> bool:
+    """A peer that acknowledged a probe is not idle again until `idle_seconds` after the proof."""
+    return probed is not None and probed.proof is Proof.ALIVE and now - probed.at < idle_seconds
+
+
 def _judge(
-    tracked: TrackedPoll, row: int, sock: Socket, idle: float, newest: dict[ServiceKey, Sighting]
+    tracked: TrackedPoll,
+    row: int,
+    sock: Socket,
+    idle: float,
+    newest: dict[ServiceKey, Sighting],
+    probed: Probed | None = None,
 ) -> Kind | None:
     track = tracked.track_at(row)
     seen = newest.get(_service(sock))
     if seen is not None and seen.poll > track.first_seen_poll and seen.at > tracked.now - idle:
         return PHANTOM
-    return IDLE_SUSPECT if sock.timer is TimerKind.OFF else None
+    # The keepalive timer of a probe in flight is tcpwatchd's, not the application's.
+    ours = probed is not None and probed.proof is Proof.PROBING
+    return IDLE_SUSPECT if sock.timer is TimerKind.OFF or ours else None
 
 
-def _finding(kind: Kind, tracked: TrackedPoll, sock: Socket, newest: dict[ServiceKey, Sighting]) -> Finding:
+def _finding(
+    kind: Kind, tracked: TrackedPoll, sock: Socket, newest: dict[ServiceKey, Sighting], ctx: Context
+) -> Finding:
     idle = _idle_seconds(sock)
+    probed = ctx.probed.get(sock.cookie) if sock.cookie is not None else None
+    proof = (Detail("probe", probed.proof.value),) if probed is not None else ()
     if kind == PHANTOM:
         seen = newest[_service(sock)]
         details = (
             Detail("idle_seconds", round(idle, 1)),
             Detail("newer_connection_seen_seconds_ago", round(tracked.now - seen.at, 1)),
             Detail("keepalive", "on" if sock.timer is TimerKind.KEEPALIVE else "off"),
+            *proof,
         )
         return connection_finding(PHANTOM, tracked, sock, idle, details)
-    return connection_finding(IDLE_SUSPECT, tracked, sock, idle, (Detail("idle_seconds", round(idle, 1)),))
+    details = (Detail("idle_seconds", round(idle, 1)), *proof)
+    return connection_finding(IDLE_SUSPECT, tracked, sock, idle, details)
 
 
 def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[ServiceKey, Sighting]:
     """(namespace, peer address, local port) -> the newest connection tcpwatchd saw appear there, for
     `services`.
 
-    Both the connections open now and those opened within the tracker's history (which may have closed
-    since) count: a reconnect proves the peer came back even if it did not stay.
+    Both the connections open now and the newest opening in the tracker's per-peer history (which may
+    have closed since, or opened and closed between polls) count: a reconnect proves the peer came back
+    even if it did not stay. The history keeps only the newest opening per peer and port, so this costs
+    the same however many connections the peer opened.
     """
     newest: dict[ServiceKey, Sighting] = {}
 
@@ -150,13 +222,17 @@ def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[S
     remotes = table.column("remote_address")
     # Only rows whose remote address is one of the peers' spellings (IPv4, or IPv4-mapped) are read.
     spellings = {address for address in set(remotes) if peer_address(address) in peers}
-    ports, states, netns = table.column("local_port"), table.column("state"), table.column("netns")
+    ports, states, spaces = table.column("local_port"), table.column("state"), table.column("netns")
     for row in compress(range(len(table)), map(spellings.__contains__, remotes)):
         if states[row] not in (TcpState.LISTEN, TcpState.CLOSE):
             track = tracked.track_at(row)
-            see((netns[row], peer_address(remotes[row]), ports[row]), track.first_seen_poll, track.first_seen)
-    for o in tracked.recent_opened:
-        see((o.netns, peer_address(o.remote_address), o.local_port), o.poll, o.at)
+            see(
+                (spaces[row], peer_address(remotes[row]), ports[row]), track.first_seen_poll, track.first_seen
+            )
+    for key in services:
+        peer = tracked.openings.newest(key)
+        if peer is not None:
+            see(key, peer.newest_poll, peer.newest_at)
     return newest
 
 

@@ -1,20 +1,30 @@
-"""Reconnect storm: one peer address opening many new connections to one local port in a short window.
+"""Reconnect storm: a peer opening connections to one port far above its own baseline, or abandoning them.
 
-A client stuck in a connect/fail/reconnect loop (a crash loop, a misconfigured pool, a health check gone
-wild) shows up as a burst of short-lived connections. A connection counts as opened when tcpwatchd first
-sees it after its own start, in any state but LISTEN (one that opened and closed between two polls is
-first seen in TIME_WAIT, and still counts), so a restart of tcpwatchd never looks like a storm.
+What a storm looks like is a client stuck in a loop (a crash loop, a pool that reconnects on every
+error, a reboot storm). What it must not look like is a healthy periodic client: a health check every
+second, a proxy without upstream keepalive at a steady rate, Prometheus scraping every 1, 5 or 15 s.
+Those open many connections too, but at their usual rate. So a peer (address, to one local port, in one
+network namespace) is storming when either
 
-The tracker keeps openings for its history window (`Tracker.set_history`), which the poller sets to at
-least `window_seconds`. A storm is reported under the process that listens on the port (the local
-service); without a visible listener, under the newest opening's owner.
+- rate: it opened at least `min_new_connections` in the last `window_seconds`, at a rate at least
+  `rate_factor` times its own baseline, and never below `rate_factor` x `min_baseline_per_second`. The
+  baseline is the median of its rates over the coarse buckets of the `baseline_seconds` before the window
+  (tracker, openings.py) that tcpwatchd observed: a rate that has held for half that span is the new
+  normal, and a new peer (or a new tcpwatchd) is judged against the floor alone;
+- abandoned: at least `min_abandoned` of its ESTABLISHED connections to the port have received nothing
+  for `abandoned_idle_seconds` and are superseded by a newer opening from it (the phantom shape: it went
+  away without closing, came back, and does so again).
+
+Openings include the connections that opened and closed between two polls when destroy events are
+available (tcpwatchd_connection_events_source), so a crash loop is seen whichever side closes first. A
+storm is reported under the process that listens on the port; without a visible one, under the owner of
+the peer's newest opening.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from itertools import compress
 from types import MappingProxyType
 
 from pydantic import Field
@@ -26,77 +36,119 @@ from tcpwatchd.detectors.base import (
     Kind,
     Outcome,
     endpoint,
+    judged_rows,
+    judges_opening,
     owned_finding,
     peer_address,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
-from tcpwatchd.model import NOBODY, Owner
+from tcpwatchd.model import NOBODY, Owner, TcpState
+from tcpwatchd.openings import PeerKey
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.snapshot import listener_owners, pod_labels
-from tcpwatchd.tracker import Opened, TrackedPoll
+from tcpwatchd.tracker import TrackedPoll
 
 RECONNECT_STORM = Kind("reconnect_storm")
 
 
 class ReconnectStormConfig(DetectorSettings):
-    window_seconds: float = Field(300.0, gt=0)
-    min_new_connections: int = Field(10, ge=2)
-
-
-@dataclass(frozen=True, slots=True)
-class Burst:
-    """The openings from one peer address to one local port inside the window."""
-
-    peer: str
-    local_port: int
-    netns: int  # the network namespace of the local port (model.Socket.netns)
-    count: int
-    first_at: float
-    owner: Owner | None  # the newest opening's owner, None when none was seen
+    window_seconds: float = Field(60.0, gt=0, le=3600)
+    baseline_seconds: float = Field(3600.0, gt=0, le=86400)
+    min_new_connections: int = Field(30, ge=2)
+    rate_factor: float = Field(5.0, gt=1)
+    min_baseline_per_second: float = Field(1.0, gt=0)
+    abandoned_idle_seconds: float = Field(300.0, gt=0, le=86400)
+    min_abandoned: int = Field(3, ge=1)
 
 
 def detect_reconnect_storm(tracked: TrackedPoll, cfg: ReconnectStormConfig, ctx: Context) -> Outcome:
-    horizon = tracked.now - cfg.window_seconds
-    listeners = listener_owners(tracked.snapshot)
-    findings = []
-    for burst in _bursts(o for o in tracked.recent_opened if o.at > horizon):
-        if burst.count >= cfg.min_new_connections:
-            listener = listeners.get((burst.netns, burst.local_port))
-            findings.append(_finding(tracked, burst, listener, cfg.window_seconds))
+    view = tracked.openings
+    findings: list[Finding] = []
+    for key in view.active(cfg.window_seconds):
+        recent = view.recent(key, cfg.window_seconds)
+        if recent < cfg.min_new_connections or not _judged(tracked, key):
+            continue
+        baseline = view.baseline_per_second(key)
+        rate = recent / cfg.window_seconds
+        if rate >= cfg.rate_factor * max(baseline or 0.0, cfg.min_baseline_per_second):
+            details = (
+                Detail("reason", "rate"),
+                Detail("new_connections", recent),
+                Detail("window_seconds", cfg.window_seconds),
+                Detail("rate_per_second", round(rate, 2)),
+                Detail("baseline_per_second", -1.0 if baseline is None else round(baseline, 3)),
+            )
+            findings.append(_finding(tracked, key, details))
+    for key, n in _abandoned(tracked, cfg).items():
+        if n >= cfg.min_abandoned and not any(_same(f, key) for f in findings):
+            why = (Detail("reason", "abandoned"), Detail("abandoned_connections", n))
+            findings.append(_finding(tracked, key, why))
     # The gauge counts storming peers per process; one peer can storm several ports of one process.
     peers = Counter(labels for labels, _, _peer in {(f.labels, f.netns, f.peer) for f in findings})
     counts = {(RECONNECT_STORM, process): n for process, n in peers.items()}
     return Outcome(findings=tuple(findings), counts=MappingProxyType(counts))
 
 
-def _bursts(openings: Iterable[Opened]) -> list[Burst]:
-    bursts: dict[tuple[str, int, int], Burst] = {}
-    for o in openings:  # oldest first
-        key = (peer_address(o.remote_address), o.local_port, o.netns)
-        prev = bursts.get(key)
-        owner = o.owner if o.owner or prev is None else prev.owner
-        bursts[key] = Burst(
-            peer=key[0],
-            local_port=o.local_port,
-            netns=o.netns,
-            count=(prev.count if prev else 0) + 1,
-            first_at=prev.first_at if prev else o.at,
-            owner=owner,
-        )
-    return list(bursts.values())
+def _abandoned(tracked: TrackedPoll, cfg: ReconnectStormConfig) -> Counter[PeerKey]:
+    """Per peer: ESTABLISHED connections idle past abandoned_idle_seconds and superseded by a newer
+    opening. Idle connections are few: found in C first, so this costs O(sockets) in C, O(idle) in Python."""
+    limit = cfg.abandoned_idle_seconds * 1000.0
+    table = tracked.snapshot.sockets
+    data_ms, ack_ms = table.column("last_data_recv_ms"), table.column("last_ack_recv_ms")
+    out: Counter[PeerKey] = Counter()
+    if max(data_ms, default=-1) < limit:
+        return out
+    states, remotes = table.column("state"), table.column("remote_address")
+    ports, spaces = table.column("local_port"), table.column("netns")
+    for row in judged_rows(tracked, list(compress(range(len(table)), map(limit.__le__, data_ms)))):
+        if ack_ms[row] < limit or states[row] != TcpState.ESTABLISHED:
+            continue
+        key = (spaces[row], peer_address(remotes[row]), ports[row])
+        newest = tracked.openings.newest(key)
+        idle = min(data_ms[row], ack_ms[row]) / 1000.0
+        track = tracked.track_at(row)
+        if (
+            newest is not None
+            and newest.newest_poll > track.first_seen_poll
+            and newest.newest_at > tracked.now - idle
+        ):
+            out[key] += 1
+    return out
 
 
-def _finding(tracked: TrackedPoll, burst: Burst, listener: Owner | None, window: float) -> Finding:
+def _local(key: PeerKey) -> str:
+    return endpoint("*", key[2])
+
+
+def _same(finding: Finding, key: PeerKey) -> bool:
+    return finding.netns == key[0] and finding.peer == key[1] and finding.local == _local(key)
+
+
+def _owner(tracked: TrackedPoll, key: PeerKey) -> Owner | None:
+    """Who a storm on `key` is reported under: the port's listener in the peer's namespace, else the peer's
+    newest opening's owner."""
+    listener = listener_owners(tracked.snapshot).get((key[0], key[2]))
+    peer = tracked.openings.newest(key)
+    return listener or (peer.owner if peer else None)
+
+
+def _judged(tracked: TrackedPoll, key: PeerKey) -> bool:
+    """Whether this run (an [[override]] group, [ignore]; see scope.py) judges the peer's openings."""
+    return judges_opening(tracked, _owner(tracked, key), key[2], key[1])
+
+
+def _finding(tracked: TrackedPoll, key: PeerKey, details: tuple[Detail, ...]) -> Finding:
+    age = tracked.now - tracked.openings.first_recent(key)
     return owned_finding(
         RECONNECT_STORM,
-        listener or burst.owner,
-        endpoint("*", burst.local_port),
-        endpoint(burst.peer, "*"),
-        burst.peer,
-        tracked.now - burst.first_at,
-        (Detail("new_connections", burst.count), Detail("window_seconds", window)),
-        netns=burst.netns,
-        nobody=pod_labels(tracked.snapshot).get(burst.netns, NOBODY),
+        _owner(tracked, key),
+        _local(key),
+        endpoint(key[1], "*"),
+        key[1],
+        age,
+        details,
+        netns=key[0],
+        nobody=pod_labels(tracked.snapshot).get(key[0], NOBODY),
     )
 
 
@@ -109,11 +161,12 @@ SPEC = register(
             KindSpec(
                 RECONNECT_STORM,
                 "tcpwatchd_reconnect_storm_peers",
-                "Peer addresses that opened at least detect.reconnect_storm.min_new_connections connections "
-                "to one of the process's ports within detect.reconnect_storm.window_seconds.",
+                "Peer addresses opening connections to one of the process's ports far above their own "
+                "baseline rate (detect.reconnect_storm), or abandoning them without closing.",
                 "6fed03c2347d443b83a9e164d1461048",
             ),
         ),
-        remembers_openings=lambda cfg: cfg.window_seconds,
+        remembers_openings=lambda cfg: max(cfg.window_seconds, cfg.abandoned_idle_seconds),
+        opening_windows=lambda cfg: (cfg.window_seconds, cfg.baseline_seconds),
     )
 )

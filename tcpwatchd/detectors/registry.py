@@ -10,7 +10,8 @@ a detector module ends with `SPEC = register(DetectorSpec(...))`, naming
 - `kinds`: the kinds of finding it produces, each with its per-process gauge, help text and journal
   MESSAGE_ID (outputs/ render and log them from here);
 - `values`: extra per-process figures it exports (e.g. close_wait's oldest age);
-- `remembers_openings`: how far back the tracker must keep connection openings for it, if at all.
+- `remembers_openings`: how long the tracker must remember a quiet peer's openings for it, if at all;
+- `opening_windows`: (window, baseline) seconds the tracker's per-peer opening buckets must cover for it.
 
 Every module of the `tcpwatchd.detectors` package is imported by the package itself, so a new file is
 enough: nothing else lists detectors (tests/unit/test_registry.py fails on a module that registers none).
@@ -46,11 +47,17 @@ class KindSpec:
 
 @dataclass(frozen=True, slots=True)
 class ValueGauge:
-    """An extra per-process figure a detector exports: `Outcome.values[key][process]`, 0 when absent."""
+    """An extra per-process figure a detector exports: `Outcome.values[key][process]`, 0 when absent.
+
+    With `per_port`, the figure is per (process, port) instead (`Outcome.port_values[key]`), labelled
+    `port` as well: only for ports of listeners, which are few by nature (port "" when the detector
+    folds them, e.g. when its per-port labels are configured off).
+    """
 
     key: str
     gauge: str
     help: str
+    per_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,7 @@ class DetectorSpec(Generic[S]):
     kinds: tuple[KindSpec, ...]
     values: tuple[ValueGauge, ...] = ()
     remembers_openings: Callable[[S], float] | None = None
+    opening_windows: Callable[[S], tuple[float, float]] | None = None
 
     def settings_in(self, detect: DetectSections) -> S:
         """This detector's section of a validated `[detect]` table."""
@@ -82,6 +90,12 @@ class DetectorSpec(Generic[S]):
         if self.remembers_openings is None:
             return 0.0
         return self.remembers_openings(self.settings_in(detect))
+
+    def windows(self, detect: DetectSections) -> tuple[float, float] | None:
+        """The (window, baseline) the tracker's opening buckets must cover for this detector, if any."""
+        if self.opening_windows is None:
+            return None
+        return self.opening_windows(self.settings_in(detect))
 
 
 _REGISTRY: dict[str, DetectorSpec[Any]] = {}

@@ -9,6 +9,13 @@ segment's first send exceeds the time tcp_retries2 exponentially backed-off retr
 (sysctl/derived.py computes it, as net/ipv4/tcp_timer.c tcp_model_timeout() does; 924.6 s by default).
 A TCP_USER_TIMEOUT set by the application overrides this; tcpwatchd cannot see it. Orphans (closed by the
 application, inode 0) obey tcp_orphan_retries instead and have no process to blame, so they are left out.
+
+The persist timer counts too: a peer that advertised a zero window and then vanished leaves us sending
+zero-window probes that nobody answers (`ss`: timer:(persist,...,N)). tcpi_probes (icsk_probes_out)
+counts the unanswered ones and returns to 0 on any ACK (tcp_ack), so a slow reader whose stack answers
+the probes with its zero window stays at 0 and is not flagged. The kernel gives up after tcp_retries2
+unanswered probes, backed off like retransmissions (net/ipv4/tcp_timer.c tcp_probe_timer): the same
+budget as above.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from tcpwatchd.detectors.base import (
     mass_outcome,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
-from tcpwatchd.model import Socket, TcpState, consecutive_retransmits
+from tcpwatchd.model import Socket, TcpState, TimerKind, consecutive_retransmits
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.sysctl.derived import inflight_detection_from
+from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import TrackedPoll
 
 UNRESPONSIVE_PEER = Kind("unresponsive_peer")
@@ -69,12 +77,17 @@ def detect_unresponsive_peer(tracked: TrackedPoll, cfg: UnresponsivePeerConfig, 
     # Retransmitting sockets are few: find them in C, then judge each.
     retransmitting = compress(range(len(table)), map(min_retransmits.__le__, table.column("retransmits")))
     rows = [row for row in retransmitting if states[row] in _JUDGED and inodes[row]]
+    rows = sorted({*rows, *_probing(table, min_retransmits)})
 
     def finding(row: int) -> Finding:
         sock = table.socket(row)
         retransmits = consecutive_retransmits(sock)
         elapsed = retransmitting_seconds(sock)
         details = [Detail("retransmits", retransmits), Detail("kernel_gives_up_after_seconds", budget)]
+        if sock.timer is TimerKind.ZERO_WINDOW_PROBE:
+            probes = sock.tcp_info.probes if sock.tcp_info else sock.retrans
+            details = [Detail("zero_window_probes", probes), Detail("kernel_gives_up_after_seconds", budget)]
+            elapsed = None
         if elapsed is not None:
             details.append(Detail("kernel_gives_up_in_seconds", round(max(0.0, budget - elapsed), 1)))
         # Without tcp_info (the /proc fallback) when retransmission began is unknown: age 0, no guess.
@@ -82,6 +95,21 @@ def detect_unresponsive_peer(tracked: TrackedPoll, cfg: UnresponsivePeerConfig, 
         return connection_finding(UNRESPONSIVE_PEER, tracked, sock, age, tuple(details))
 
     return mass_outcome(UNRESPONSIVE_PEER, tracked, rows, finding)
+
+
+def _probing(table: SocketTable, min_probes: int) -> list[int]:
+    """Rows in the persist timer with at least `min_probes` unanswered zero-window probes (tcpi_probes;
+    /proc's retrnsmt counts probes for this timer)."""
+    timers, probes, retrans = table.column("timer"), table.column("probes"), table.column("retrans")
+    states, inodes = table.column("state"), table.column("inode")
+    rows = compress(range(len(table)), map(TimerKind.ZERO_WINDOW_PROBE.__eq__, timers))
+    return [
+        row
+        for row in rows
+        if (probes[row] if probes[row] >= 0 else retrans[row]) >= min_probes
+        and states[row] in _JUDGED
+        and inodes[row]
+    ]
 
 
 SPEC = register(
@@ -94,7 +122,7 @@ SPEC = register(
                 UNRESPONSIVE_PEER,
                 "tcpwatchd_unresponsive_peer_connections",
                 "Connections of the process with at least detect.unresponsive_peer.min_retransmits "
-                "consecutive retransmissions.",
+                "consecutive retransmissions, or as many unanswered zero-window probes.",
                 "fd42ff36e84d446b81e4db55919ab160",
             ),
         ),

@@ -5,7 +5,8 @@ lasts a day is one line, not one per poll; one that is gone for a few polls and 
 again. The line goes to the `tcpwatchd.finding` logger with `extra={"tcpwatchd_fields": {...}}`, which the
 journald handler (tcpwatchd/logs.py) turns into journal fields; the message repeats the same facts, hostile
 strings escaped. A host with thousands of new findings at once (every connection without keepalive, at
-start) gets at most `max_per_kind` lines per kind per poll and one line saying how many more there are.
+start) gets at most `max_per_kind` lines per kind per poll and one line saying exactly how many more there
+are (the report lists a few per process but counts every one).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def journal_fields(f: Finding) -> dict[str, object]:
         fields["TCPWATCHD_NETNS"] = f.netns
     if f.pod:
         fields.update(TCPWATCHD_NAMESPACE=f.namespace, TCPWATCHD_POD=f.pod, TCPWATCHD_CONTAINER=f.container)
+    if f.rule:
+        fields["TCPWATCHD_RULE"] = f.rule  # the [[override]] whose settings judged it
     if f.details:
         fields["TCPWATCHD_DETAILS"] = " ".join(f"{d.key}={d.value}" for d in f.details)
     return fields
@@ -88,11 +91,11 @@ class Announcer:
                 self._last_seen[identity] = self._poll
             elif self._poll - self._last_seen[identity] >= self._forget_after:
                 del self._last_seen[identity]
-        self._log_findings(new)
+        self._log_findings(new, report)
         self._log_health(report)
         return tuple(new)
 
-    def _log_findings(self, new: list[Finding]) -> None:
+    def _log_findings(self, new: list[Finding], report: Report) -> None:
         shown: Counter[str] = Counter()
         for f in new:
             shown[f.kind] += 1
@@ -100,12 +103,18 @@ class Announcer:
                 self._log.warning(
                     "new finding: %s", f.describe(), extra={"tcpwatchd_fields": journal_fields(f)}
                 )
+        # The report lists at most LISTED_PER_PROCESS findings per process and kind, and counts them all:
+        # the figure said is the count (every finding of the kind in this poll) less the lines logged.
+        listed: Counter[str] = Counter(str(f.kind) for f in report.findings)
         for kind, n in shown.items():
-            if n > self._max_per_kind:
+            total = sum(s.count(kind) for s in report.processes)
+            logged = min(n, self._max_per_kind)
+            if n > self._max_per_kind or total > listed[kind]:
                 self._log.warning(
-                    "%d more new %s findings not logged one by one (see `tcpwatchd snapshot`)",
-                    n - self._max_per_kind,
+                    "%d more %s findings not logged one by one (%d in this poll; see `tcpwatchd snapshot`)",
+                    total - logged,
                     kind,
+                    total,
                     extra={"tcpwatchd_fields": _kind_fields(kind)},
                 )
 

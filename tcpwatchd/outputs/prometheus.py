@@ -1,7 +1,8 @@
 """Prometheus exposition: a custom collector that renders the last poll. A scrape never does I/O.
 
-Label values (process names) are hostile input; prometheus_client escapes backslash, double quote and
-newline in label values, so the exposition stays valid whatever a process calls itself.
+Label values (process names) are hostile input: they arrive printable and injectively escaped
+(sources/names.py), prometheus_client escapes backslash and double quote in label values, so the
+exposition stays valid whatever a process calls itself; how many there are is bounded by outputs/budget.py.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import (
+    CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
@@ -18,9 +20,11 @@ from prometheus_client.registry import Collector
 
 from tcpwatchd import __version__
 from tcpwatchd.model import ProcessLabels
+from tcpwatchd.outputs.budget import SeriesBudget, SeriesView
+from tcpwatchd.outputs.conn_metrics import connection_event_metrics, listen_counter_metrics
 from tcpwatchd.outputs.detector_metrics import detector_metrics
 from tcpwatchd.outputs.netns_metrics import aborts_metric, namespace_metrics
-from tcpwatchd.outputs.series import SeriesLabels
+from tcpwatchd.outputs.probe_metrics import probe_families
 from tcpwatchd.outputs.sysctl_metrics import sysctl_metrics
 from tcpwatchd.poller import PollResult
 from tcpwatchd.snapshot import Snapshot
@@ -59,16 +63,20 @@ def _le(bound: float) -> str:
 
 
 class LatestPoll:
-    """Holds the newest PollResult; the poll loop writes it, scrapes read it."""
+    """Holds the newest PollResult and the series view it is rendered with; the poll loop writes them,
+    scrapes read them. The series budget (outputs/budget.py) is updated here, once per poll."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: SeriesBudget | None = None) -> None:
+        self.budget = budget or SeriesBudget()
         self._result: PollResult | None = None
+        self._view = SeriesView(self.budget.series)
         self._last_success: float | None = None
         self._lock = threading.Lock()
 
     def publish(self, result: PollResult) -> None:
+        view = self.budget.update(result)  # only the poll loop publishes: the budget needs no lock
         with self._lock:
-            self._result = result
+            self._result, self._view = result, view
             # A poll succeeded when its socket source did; a failed one keeps the older timestamp,
             # so staleness alerts fire.
             if any(s.ok and s.name == result.snapshot.source for s in result.snapshot.sources):
@@ -78,14 +86,16 @@ class LatestPoll:
         with self._lock:
             return self._result, self._last_success
 
+    def published(self) -> tuple[PollResult | None, float | None, SeriesView]:
+        """The result, the last success and the series view of the same poll, read together."""
+        with self._lock:
+            return self._result, self._last_success, self._view
+
 
 class TcpwatchdCollector(Collector):
-    def __init__(
-        self, latest: LatestPoll, durations: DurationHistogram, series: SeriesLabels | None = None
-    ) -> None:
+    def __init__(self, latest: LatestPoll, durations: DurationHistogram) -> None:
         self._latest = latest
         self._durations = durations
-        self.series = series or SeriesLabels()  # replaced on reload
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -98,29 +108,34 @@ class TcpwatchdCollector(Collector):
         yield self._durations.metric(
             "tcpwatchd_poll_duration_seconds", "Time one full poll took, in seconds."
         )
-        result, last_success = self._latest.get()
+        result, last_success, view = self._latest.published()
         if result is None:
             return
         snap = result.snapshot
-        yield sockets_metric(result, self.series)
+        yield sockets_metric(result, view)
         yield aborts_metric(snap)
         yield from source_metrics(result)
         yield from attribution_metrics(snap)
         yield from namespace_metrics(snap)
+        yield from connection_event_metrics(snap)
+        yield from listen_counter_metrics(snap)
         if last_success is not None:
             yield GaugeMetricFamily(
                 "tcpwatchd_last_poll_timestamp_seconds",
                 "Unix time at which the last successful poll ended.",
                 value=last_success,
             )
-        yield from detector_metrics(result.report, self.series)
+        yield from detector_metrics(result.report, view)
+        yield capped_metric(view)
         if result.sysctl is not None:
             yield from sysctl_metrics(result.sysctl, result.namespace_sysctl)
+        if result.probes is not None:
+            yield from probe_families(result.probes.summary, view.series)
 
 
-def sockets_metric(result: PollResult, series: SeriesLabels | None = None) -> GaugeMetricFamily:
+def sockets_metric(result: PollResult, series: SeriesView | None = None) -> GaugeMetricFamily:
     """Sockets by state and owning process (the oldest owner of a shared socket; "" when none)."""
-    series = series or SeriesLabels()
+    series = series or SeriesView()
     m = GaugeMetricFamily(
         "tcpwatchd_sockets",
         'TCP sockets by state and owning process (process="" for sockets no process holds).',
@@ -133,6 +148,15 @@ def sockets_metric(result: PollResult, series: SeriesLabels | None = None) -> Ga
         for values, total in sorted(series.merge(by_state[state]).items()):
             m.add_metric([state, *values], total)
     return m
+
+
+def capped_metric(view: SeriesView) -> CounterMetricFamily:
+    return CounterMetricFamily(
+        "tcpwatchd_label_values_capped",
+        "Process names that got no series of their own (beyond [exporter] max_process_label_values) and "
+        'were counted under process="~other" instead; each name once per spell.',
+        value=float(view.capped_total),
+    )
 
 
 def source_metrics(result: PollResult) -> Iterator[Metric]:

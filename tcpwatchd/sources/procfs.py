@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tcpwatchd.sources.names import decode_name
+
 SOCKET_LINK_PREFIX = "socket:["  # an fd's readlink target is socket:[<inode>] for a socket (sockfs)
 # cgroup v2 paths: /system.slice/nginx.service, /user.slice/user-1000.slice/session-3.scope,
 # /kubepods.slice/.../cri-containerd-<64 hex>.scope, /system.slice/docker-<64 hex>.scope
@@ -18,7 +20,7 @@ _CONTAINER = re.compile(
 class ProcStat:
     """The fields of /proc/<pid>/stat that attribution uses (fs/proc/array.c do_task_stat)."""
 
-    comm: str  # up to 15 bytes, any bytes but NUL: decoded with backslash escapes, never raises
+    comm: str  # up to 15 bytes, any bytes but NUL: printable, injectively escaped (sources/names.py)
     start_ticks: int  # field 22, clock ticks after boot: with the pid, an identity a recycled pid can't fake
 
 
@@ -29,7 +31,7 @@ def parse_stat(data: bytes) -> ProcStat:
     1234
     """
     open_, close = data.index(b"("), data.rindex(b")")
-    comm = data[open_ + 1 : close].decode("utf-8", errors="backslashreplace")
+    comm = decode_name(data[open_ + 1 : close])
     fields = data[close + 2 :].split()
     # fields[0] is field 3 (state): field 22 (starttime) is fields[19].
     return ProcStat(comm=comm, start_ticks=int(fields[19]))

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from tcpwatchd.config import DaemonConfig, NamespacesConfig
+from tcpwatchd.facts import PortRange
 from tcpwatchd.model import AttributionStats, NamespaceStats, Owner, SourceStatus
 from tcpwatchd.snapshot import Snapshot
 from tcpwatchd.sources import (
@@ -25,8 +26,12 @@ from tcpwatchd.sources import (
     SourceUnavailable,
     read_kernel_counters,
 )
+from tcpwatchd.sources.conn_events import ConnectionEventSource
+from tcpwatchd.sources.destroy_events import DestroySubscriber
 from tcpwatchd.sources.foreign import ForeignNamespaces, ForeignPoll
 from tcpwatchd.sources.owners import Attribution, OwnerCache
+from tcpwatchd.sources.port_range import read_port_range
+from tcpwatchd.sources.process_facts import ProcessFactsCache
 from tcpwatchd.sources.workloads import Workloads
 from tcpwatchd.sysctl.procsys import Reading
 from tcpwatchd.table import SocketTable
@@ -53,10 +58,12 @@ class SnapshotTaker:
         clock: Clock | None = None,
         sockdiag: SocketSource | None = None,
         namespaces: NamespacesConfig | None = None,
+        events: Callable[[], DestroySubscriber] | None = DestroySubscriber,
     ) -> None:
         """`sockdiag` replaces the netlink source (tests give one that is refused); `namespaces` says
         which network namespaces to watch and where pod names are read (the daemon passes its config's;
-        without it, only the own namespace is watched)."""
+        without it, only the own namespace is watched); `events` subscribes to the destroy events (None:
+        polling alone)."""
         self._mode = cfg.source
         self._proc_root = proc_root
         self._clock = clock or Clock()
@@ -68,6 +75,8 @@ class SnapshotTaker:
         self._workloads = Workloads(proc_root, self._namespaces.host_root)
         self._foreign: ForeignNamespaces | None = None
         self._set_foreign()
+        self._events = ConnectionEventSource(events)
+        self._facts = ProcessFactsCache(proc_root=proc_root, clock=self._clock.monotonic)
 
     def reconfigure(self, cfg: DaemonConfig, namespaces: NamespacesConfig | None = None) -> None:
         self._mode = cfg.source
@@ -78,7 +87,12 @@ class SnapshotTaker:
             self._set_foreign()
 
     def close(self) -> None:
-        """Close the other namespaces' sockets and stop the namespace thread."""
+        """Release the destroy-event subscription, close the other namespaces' sockets and stop the
+        namespace thread (the daemon calls this on exit)."""
+        self._events.close()
+        self._close_foreign()
+
+    def _close_foreign(self) -> None:
         if self._foreign is not None:
             self._foreign.close()
             self._foreign = None
@@ -92,7 +106,7 @@ class SnapshotTaker:
         if self._namespaces.watch == "all" and self._foreign is None:
             self._foreign = ForeignNamespaces(self._workloads, self._proc_root)
         elif self._namespaces.watch == "own":
-            self.close()
+            self._close_foreign()
 
     def take(self) -> Snapshot:
         statuses: list[SourceStatus] = []
@@ -104,14 +118,20 @@ class SnapshotTaker:
         finally:
             if scan is not None:
                 scan.finish()
+        events = self._events.drain(sockets)  # our namespace's: the destroy events are subscribed there
         if foreign.parts:  # the other namespaces' sockets after ours: socket inodes are host-wide
             sockets = SocketTable((*sockets.parts, *foreign.parts))
-        attribution = self._timed(
-            "owners", statuses, lambda: self._owners.attribute(sockets.column("inode"))
-        ) or Attribution(MappingProxyType({}), AttributionStats())
-        self._note_partial(attribution.stats)
+        attribution = self._timed("owners", statuses, lambda: self._owners.attribute(sockets.column("inode")))
+        if attribution is not None:  # a failed read says nothing about completeness: no "complete again"
+            self._note_partial(attribution.stats)
+        else:
+            attribution = Attribution(MappingProxyType({}), AttributionStats())
         owners = self._named(attribution.owners) if self._namespaces.labels else attribution.owners
         counters = self._timed("kstats", statuses, lambda: read_kernel_counters(self._proc_root)) or {}
+        held = list(owners.values())
+        processes = {(o.pid, o.start_time) for o in dict(zip(map(id, held), held, strict=True)).values()}
+        facts = self._timed("process_facts", statuses, lambda: self._facts.facts(processes)) or {}
+        ports = self._timed("port_range", statuses, lambda: _port_range(self._proc_root))
         return Snapshot(
             taken_at=self._clock.wall(),
             monotonic=self._clock.monotonic(),
@@ -123,6 +143,9 @@ class SnapshotTaker:
             attribution=attribution.stats,
             namespaces=foreign.namespaces,
             namespace_stats=foreign.stats,
+            connection_events=events,
+            process_facts=MappingProxyType(facts),
+            port_ranges=MappingProxyType({0: ports} if ports else {}),
         )
 
     def read_namespace_sysctls(self, names: tuple[str, ...]) -> list[tuple[int, tuple[Reading, ...]]]:
@@ -195,3 +218,11 @@ class SnapshotTaker:
         elif not stats.partial and "partial" in self._warned:
             self._warned.discard("partial")
             log.info("attribution is complete again")
+
+
+def _port_range(proc_root: str) -> PortRange | None:
+    """The own namespace's ephemeral range; None where /proc/sys has none (a sandbox, a test root)."""
+    try:
+        return read_port_range(f"{proc_root}/sys")
+    except FileNotFoundError:
+        return None

@@ -34,7 +34,7 @@ class SysctlPolicy:
     ) -> None:
         """`names`: the sysctls read (another namespace has no global ones); `where` names the network
         namespace in log lines when it is not tcpwatchd's own (actions/netns_sysctl.py)."""
-        self._names = names
+        self._names, self._place = names, where
         self._where = f" in {where}" if where else ""
         self._problems = tuple(str(p) for p in find_problems(cfg.desired))
         wanted = cfg.desired if names == NAMES else {k: v for k, v in cfg.desired.items() if k in names}
@@ -44,6 +44,13 @@ class SysctlPolicy:
         self._failed: dict[str, int] = {}
         self._last_failure: dict[str, str] = {}
         self._problems_logged = False
+
+    def reconfigured(self, cfg: SysctlConfig) -> SysctlPolicy:
+        """The policy for a reloaded config, with this one's write counters (counters only ever grow)."""
+        policy = SysctlPolicy(cfg, self._proc_root, self._names, self._place)
+        policy._succeeded, policy._failed = self._succeeded, self._failed
+        policy._last_failure = self._last_failure
+        return policy
 
     def check(self) -> SysctlReport:
         """Read every catalogued sysctl and compare; never raises for an unreadable file."""

@@ -19,6 +19,9 @@ FINDING_SECTIONS = {
     "stalled_receive": "Stalled receive",
     "unresponsive_peer": "Unresponsive peer",
     "sysctl_drift": "Sysctl drift",
+    "listen_saturated": "Listener saturation",
+    "fd_exhaustion": "fd exhaustion",
+    "port_exhaustion": "Port exhaustion",
 }
 REQUIRED_ADVICE = (
     "tcpwatchd snapshot",

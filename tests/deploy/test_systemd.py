@@ -28,6 +28,7 @@ NEEDED_CAPS = {"CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"}
 # The rest is what the daemon needs: the host's network namespace, netlink and IP sockets, /proc whole,
 # ptrace-read and the two capabilities, other users' processes.
 EXPOSURE_CEILING = {"": 1.8, "enforce.conf": 2.3, "scrape-from-network.conf": 1.9, "containers.conf": 2.2}
+EXPOSURE_CEILING |= {"probe.conf": 2.0, "probe-reap.conf": 2.4}  # probing (docs/probing.md)
 
 
 def _directives(text: str) -> list[tuple[str, str, str]]:
@@ -105,7 +106,13 @@ def test_containers_dropin_allows_setns_into_network_namespaces_only() -> None:
 
 @pytest.mark.parametrize(
     ("dropin", "caps"),
-    [("", NEEDED_CAPS), ("enforce.conf", {"CAP_NET_ADMIN"}), ("containers.conf", {"CAP_SYS_ADMIN"})],
+    [
+        ("", NEEDED_CAPS),
+        ("enforce.conf", {"CAP_NET_ADMIN"}),
+        ("probe.conf", set()),  # verify: the unit's CAP_SYS_PTRACE; only pidfd_getfd is allowed back
+        ("probe-reap.conf", {"CAP_NET_ADMIN", "CAP_SYS_ADMIN"}),
+        ("containers.conf", {"CAP_SYS_ADMIN"}),
+    ],
 )
 def test_capabilities_are_exactly_the_needed_ones(dropin: str, caps: set[str]) -> None:
     text = (UNIT_DIR / (dropin or UNIT.name)).read_text(encoding="utf-8")

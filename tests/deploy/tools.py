@@ -36,8 +36,29 @@ CONTRACT_METRICS = frozenset(
         "tcpwatchd_last_poll_timestamp_seconds",
         "tcpwatchd_build_info",
         "tcpwatchd_attribution_partial",
+        "tcpwatchd_connection_events_source",
+        "tcpwatchd_kernel_listen_overflows_total",
+        "tcpwatchd_kernel_listen_drops_total",
+        "tcpwatchd_connections_closed_total",
+        "tcpwatchd_listen_queue_length",
+        "tcpwatchd_listen_queue_limit",
+        "tcpwatchd_listen_saturated_listeners",
+        "tcpwatchd_process_open_fds",
+        "tcpwatchd_process_max_fds",
+        "tcpwatchd_fd_exhaustion_seconds",
+        "tcpwatchd_ephemeral_port_use_ratio",
+        "tcpwatchd_port_exhaustion_destinations",
     }
 )
+# Issue 14's contract: probing phantoms ([detect.phantom] probe).
+PROBE_METRICS = frozenset(
+    {
+        "tcpwatchd_phantom_probes_total",
+        "tcpwatchd_proven_phantom_connections",
+        "tcpwatchd_reaped_connections_total",
+    }
+)
+CONTRACT_METRICS |= PROBE_METRICS
 HISTOGRAMS = frozenset({"tcpwatchd_poll_duration_seconds"})
 # Metrics with a `process` label: alerts on them must name the process.
 PROCESS_METRICS = frozenset(
@@ -52,8 +73,18 @@ PROCESS_METRICS = frozenset(
         "tcpwatchd_keepalive_off_connections",
         "tcpwatchd_stalled_receive_connections",
         "tcpwatchd_unresponsive_peer_connections",
+        "tcpwatchd_connections_closed_total",
+        "tcpwatchd_listen_queue_length",
+        "tcpwatchd_listen_queue_limit",
+        "tcpwatchd_listen_saturated_listeners",
+        "tcpwatchd_process_open_fds",
+        "tcpwatchd_process_max_fds",
+        "tcpwatchd_fd_exhaustion_seconds",
+        "tcpwatchd_ephemeral_port_use_ratio",
+        "tcpwatchd_port_exhaustion_destinations",
     }
 )
+PROCESS_METRICS |= PROBE_METRICS
 
 _METRIC = re.compile(r"(?<![\w:$])(tcpwatchd_\w+)")
 

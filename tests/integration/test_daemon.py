@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tcpwatchd.sources.names import decode_name
 from tests.support.netns import REPO, NetNS, stop, wait_line, wait_until
 
 pytestmark = pytest.mark.integration
@@ -103,7 +104,7 @@ def test_daemon_lifecycle(ns: NetNS, tmp_path: Path) -> None:
         text = scrape(ns)
         got = samples(text)  # parsing proves the exposition is valid despite the hostile name
         assert got[("tcpwatchd_build_info", (("version", "0.1.0"),))] == 1
-        hostile_comm = HOSTILE.decode("utf-8", errors="backslashreplace")
+        hostile_comm = decode_name(HOSTILE)  # escaped once, injectively (sources/names.py)
         no_pod = (("container", ""), ("namespace", ""), ("pod", ""))
         assert got[("tcpwatchd_sockets", (*no_pod, ("process", hostile_comm), ("state", "listen")))] == 1
         # The daemon's own metrics listener, under the interpreter's name.

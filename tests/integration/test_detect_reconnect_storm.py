@@ -22,7 +22,16 @@ INTERVAL = 0.3
 @pytest.mark.integration
 def test_a_storming_peer_is_flagged_and_a_single_reconnect_is_not() -> None:
     with NetNS() as ns:
-        watch = Watch(ns, {"reconnect_storm": {"window_seconds": WINDOW, "min_new_connections": MIN_NEW}})
+        watch = Watch(
+            ns,
+            {
+                "reconnect_storm": {
+                    "window_seconds": WINDOW,
+                    "min_new_connections": MIN_NEW,
+                    "min_baseline_per_second": 0.1,
+                }
+            },
+        )
         workload(ns, "server", "--host", "::", "--port", "7200", "--mode", "reject", "--name", "st-server")
         first = watch.poll()  # tcpwatchd's start: what is open now is not "new"
         assert first.gauge("tcpwatchd_reconnect_storm_peers", "st-server") == 0

@@ -54,12 +54,29 @@ def short_for_rules(text: str, for_: str) -> str:
     return str(yaml.safe_dump(doc, sort_keys=False))
 
 
-def prometheus_config(targets: list[str], rules: Path, interval: str = "1s") -> str:
+@dataclass(frozen=True, slots=True)
+class ScrapeAuth:
+    """How the job scrapes: over HTTPS, trusting `ca_file`, with basic auth (the password in a file, as
+    a production scrape config keeps it)."""
+
+    ca_file: Path
+    username: str
+    password_file: Path
+
+
+def prometheus_config(
+    targets: list[str], rules: Path, interval: str = "1s", auth: ScrapeAuth | None = None
+) -> str:
+    job: dict[str, Any] = {"job_name": JOB, "static_configs": [{"targets": targets}]}
+    if auth is not None:
+        job["scheme"] = "https"
+        job["tls_config"] = {"ca_file": str(auth.ca_file)}
+        job["basic_auth"] = {"username": auth.username, "password_file": str(auth.password_file)}
     config = {
         # scrape_timeout may not exceed the interval, and its default (10s) would.
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "rule_files": [str(rules)],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": targets}]}],
+        "scrape_configs": [job],
     }
     return str(yaml.safe_dump(config, sort_keys=False))
 
@@ -85,10 +102,12 @@ def spawn_logged(
     return child
 
 
-def start_prometheus(ns: NetNS, binary: str, workdir: Path, targets: list[str], rules: Path) -> Path:
+def start_prometheus(
+    ns: NetNS, binary: str, workdir: Path, targets: list[str], rules: Path, auth: ScrapeAuth | None = None
+) -> Path:
     """Start Prometheus in `ns` with a fresh data dir under `workdir`; returns its log file."""
     config = workdir / "prometheus.yml"
-    config.write_text(prometheus_config(targets, rules), encoding="utf-8")
+    config.write_text(prometheus_config(targets, rules, auth=auth), encoding="utf-8")
     log = workdir / "prometheus.log"
     argv = [
         binary,
@@ -151,6 +170,11 @@ class PrometheusAPI:
     def label_values(self, label: str, match: str) -> list[str]:
         values: list[str] = self.get(f"/api/v1/label/{label}/values", **{"match[]": match})
         return values
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The active scrape targets (scrapeUrl, health, lastError, labels)."""
+        active: list[dict[str, Any]] = self.get("/api/v1/targets", state="active")["activeTargets"]
+        return active
 
     def alerts(self) -> list[Alert]:
         return [

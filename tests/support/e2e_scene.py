@@ -37,6 +37,7 @@ PH_SERVER, PH_CLIENT = "198.18.1.1", "198.18.1.2"
 UP_LOCAL, UP_SINK = "198.18.5.1", "198.18.5.2"
 
 # Thresholds a few polls long, so every finding appears within seconds; the storm window outlasts the test.
+PROBED = "pb-idle"  # the probed service ([detect.phantom] probe = "verify")
 CONFIG = f"""
 [daemon]
 poll_interval_seconds = 1
@@ -47,9 +48,13 @@ port = {PORT}
 min_age_seconds = 2
 [detect.phantom]
 idle_seconds = 2
+probe = "verify"
+probe_allow = ["process:{PROBED}"]
+probe_budget = 3
 [detect.reconnect_storm]
 window_seconds = 300
 min_new_connections = 8
+min_baseline_per_second = 0.001  # a burst of 12 in the window is far above this floor
 [detect.stalled_receive]
 min_age_seconds = 2
 [detect.unresponsive_peer]
@@ -62,10 +67,12 @@ watch = "own"
 """
 
 
-def start_tcpwatchd(ns: NetNS, workdir: Path) -> Path:
-    """`tcpwatchd run` in `ns`, outside systemd; returns its log file."""
+def start_tcpwatchd(ns: NetNS, workdir: Path, web_config: Path | None = None) -> Path:
+    """`tcpwatchd run` in `ns`, outside systemd (serving TLS and basic auth per `web_config`, an
+    exporter-toolkit web config, when given); returns its log file."""
     config = workdir / "tcpwatchd.toml"
-    config.write_text(CONFIG, encoding="utf-8")
+    web = f'web_config_file = "{web_config}"\n' if web_config else ""
+    config.write_text(CONFIG.replace("[exporter]\n", "[exporter]\n" + web), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     log = workdir / "tcpwatchd.log"
@@ -103,11 +110,17 @@ def start_servers(ns: NetNS, sink: NetNS) -> subprocess.Popen[str]:
     _server(ns, "127.0.0.1", 7200, "reject", STORMED)
     _server(ns, "0.0.0.0", 7100, "echo", PHANTOMS)
     _server(sink, "0.0.0.0", 7500, "drain", "up-sink")
+    _server(ns, "127.0.0.1", 7600, "echo", PROBED)
     wait_line(ns.python("-c", _SENDER, UP_SINK, "7500", SENDER), "READY")
     rst, _ = workload(
         ns, "server", "--host", "127.0.0.1", "--port", "7400", "--mode", "hold", "--name", "rst-server"
     )
     return rst
+
+
+def probed_idle(ns: NetNS) -> None:
+    """One quiet, live client of pb-idle, the only process probing may touch: proven alive, every time."""
+    workload(ns, "client", "127.0.0.1", "7600", "--hello", "--name", "pb-client")
 
 
 def leak_close_wait(ns: NetNS) -> None:

@@ -156,13 +156,10 @@ def test_basic_auth_401_is_explained_and_the_password_comes_from_the_environment
         api.stop()
 
 
-def test_local_without_the_local_api_says_so() -> None:
+def test_local_polls_in_this_process_and_prints_one_frame() -> None:
+    """`--local` uses tcpwatchd.outputs.api.local_document_source: a real poll here, no daemon."""
     done = _top("--local")
-    try:
-        import tcpwatchd.outputs.api  # noqa: F401  # the lead's module: once it exists, --local works
-
-        pytest.skip("tcpwatchd.outputs.api exists: --local is the lead's to test against a real poll")
-    except ImportError:
-        pass
-    assert done.returncode == 2
-    assert "--local is not available in this build" in done.stderr
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("tcpwatchd top · local poll") and "poll #1" in lines[0], lines[0]
+    assert any(line.lstrip().startswith("PROCESS") for line in lines)

@@ -23,14 +23,24 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.logs": 0,
     "tcpwatchd.sdnotify": 0,
     "tcpwatchd.saferead": 0,
+    "tcpwatchd.rules_config": 0,
+    "tcpwatchd.allowlist": 0,  # pure rule parsing: config validates [detect.phantom] probe_allow with it
+    "tcpwatchd.facts": 0,
     "tcpwatchd.columns": 1,
     "tcpwatchd.table": 1,
     "tcpwatchd.snapshot": 2,
     "tcpwatchd.sources": 3,
     "tcpwatchd.sysctl": 3,
     "tcpwatchd.tracker": 4,
+    "tcpwatchd.scope": 4,
+    "tcpwatchd.openings": 4,  # the tracker's per-peer opening history
+    "tcpwatchd.conncounts": 4,  # the tracker's connection counters
+    "tcpwatchd.readers": 4,  # the tracker's slow-or-stopped reader memory
+    "tcpwatchd.rekey": 4,  # the tracker across a change of socket source
+    "tcpwatchd.fd_forecast": 4,  # the tracker's per-process fd history
     "tcpwatchd.detectors": 5,
     "tcpwatchd.report": 6,
+    "tcpwatchd.rules": 6,
     "tcpwatchd.sysctl.enforce": 7,  # an action: writes what the audit (layer 3) read
     "tcpwatchd.actions": 7,
     "tcpwatchd.poller": 8,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,10 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
 def _assert_documented(model: BaseModel, path: str, text: str) -> None:
     for key, value in model:
         dotted = f"{path}.{key}" if path else key
-        if isinstance(value, BaseModel):
+        item = _model_items(type(model).model_fields[key].annotation)
+        if item is not None:  # an array of tables, empty by default: its example is commented out
+            _assert_table_array_documented(item, dotted, text)
+        elif isinstance(value, BaseModel):
             if any(not isinstance(v, BaseModel) for _, v in value):
                 assert f"[{dotted}]" in text, f"section [{dotted}] is not documented"
             _assert_documented(value, dotted, text)
@@ -37,6 +42,25 @@ def _assert_documented(model: BaseModel, path: str, text: str) -> None:
             assert f"[{dotted}]" in text, f"[{dotted}] is not documented"
         else:
             assert f"\n{key} =" in text, f"{dotted} is not documented"
+
+
+def _model_items(annotation: object) -> type[BaseModel] | None:
+    """The item model of a `list[SomeModel]` field, else None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list and args and isinstance(args[0], type):
+        return args[0] if issubclass(args[0], BaseModel) else None
+    return None
+
+
+def _assert_table_array_documented(item: type[BaseModel], dotted: str, text: str) -> None:
+    """`[[dotted]]` is shown, and every key of its tables (and of their sub-tables) is named."""
+    assert f"[[{dotted}]]" in text, f"[[{dotted}]] is not documented"
+    for key, info in item.model_fields.items():
+        assert re.search(rf"\b{key}\b", text), f"{dotted}.{key} is not documented"
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            for subkey in sub.model_fields:
+                assert re.search(rf"\b{subkey}\b", text), f"{dotted}.{key}.{subkey} is not documented"
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,10 @@ def test_many_new_findings_at_once_are_capped_per_kind(caplog: pytest.LogCapture
     assert len([f for f in new if f.kind == KEEPALIVE_OFF]) == 15
     messages = [r.getMessage() for r in _records(caplog)]
     assert len([m for m in messages if m.startswith("new finding: keepalive_off")]) == 5
-    assert "10 more new keepalive_off findings not logged one by one (see `tcpwatchd snapshot`)" in messages
+    assert (
+        "10 more keepalive_off findings not logged one by one (15 in this poll; see `tcpwatchd snapshot`)"
+        in messages
+    )
 
 
 def test_a_mass_condition_is_counted_whole_and_listed_per_process() -> None:

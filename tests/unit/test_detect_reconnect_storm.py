@@ -10,7 +10,10 @@ from tcpwatchd.report import Report
 from tests.support.builders import owner
 from tests.support.detect_snapshots import Scenario, conn, detect_config, listener
 
-CFG = detect_config(reconnect_storm={"window_seconds": 60, "min_new_connections": 5})
+# A low floor so that five openings in a minute are far above it: the table below is about counting.
+CFG = detect_config(
+    reconnect_storm={"window_seconds": 60, "min_new_connections": 5, "min_baseline_per_second": 0.01}
+)
 SRV = owner("server", 10, unit="api.service")
 A, B = "198.18.0.2", "198.18.0.3"
 
@@ -86,7 +89,7 @@ def test_a_storm_is_attributed_to_the_listening_service_and_counts_peers_per_pro
     findings = report.of_kind(RECONNECT_STORM)
     assert {(f.process, f.pid, f.unit) for f in findings} == {("server", 10, "api.service")}
     assert {f.remote: f.detail("new_connections") for f in findings} == {f"{A}:*": 5, f"{B}:*": 5}
-    assert all(f.age_seconds == 9.0 for f in findings)  # first opening at 1, now 10
+    assert all(f.age_seconds == 10.0 for f in findings)  # first opening's 5 s bucket began at 0, now 10
     [summary] = [p for p in report.processes if p.process == "server"]
     assert summary.count(RECONNECT_STORM) == 2
 

@@ -31,6 +31,9 @@ DETECTORS = [
     "keepalive_off",
     "stalled_receive",
     "unresponsive_peer",
+    "listen_saturation",
+    "fd_exhaustion",
+    "port_exhaustion",
 ]
 LEAKY = owner("leaky", 10)
 QUIET = owner("quiet", 20)

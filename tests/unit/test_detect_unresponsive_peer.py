@@ -41,7 +41,7 @@ def test_give_up_seconds_follows_tcp_model_timeout(retries2: int, rto_max_ms: in
         pytest.param(conn(retrans=4, timer=TimerKind.RETRANSMIT), True, id="proc-fallback-retransmit-timer"),
         pytest.param(conn(retrans=4, timer=TimerKind.KEEPALIVE), False, id="proc-fallback-keepalive-probes"),
         pytest.param(
-            conn(retrans=4, timer=TimerKind.ZERO_WINDOW_PROBE), False, id="proc-fallback-window-probes"
+            conn(retrans=4, timer=TimerKind.ZERO_WINDOW_PROBE), True, id="proc-fallback-window-probes"
         ),
         pytest.param(
             conn(state=TcpState.CLOSE_WAIT, tcp_info=info(retransmits=5), timer=TimerKind.RETRANSMIT),

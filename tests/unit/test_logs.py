@@ -35,6 +35,9 @@ FINDING_KINDS = (
     "stalled_receive",
     "unresponsive_peer",
     "sysctl_drift",
+    "listen_saturated",
+    "fd_exhaustion",
+    "port_exhaustion",
 )
 
 

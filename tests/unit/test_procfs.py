@@ -13,9 +13,11 @@ STAT_TAIL = b" S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0 1844674
         (b"nginx", "nginx"),
         (b"my (odd) name", "my (odd) name"),
         (b"a) S 1 2 3", "a) S 1 2 3"),
-        (b'q"uote\\back', 'q"uote\\back'),
-        (b"new\nline", "new\nline"),
+        (b'q"uote\\back', 'q"uote\\\\back'),  # a backslash is doubled: escapes below stay unambiguous
+        (b"new\nline", "new\\x0aline"),  # controls escaped once, here, for every output
         (b"bad\xff\xfeutf8", "bad\\xff\\xfeutf8"),
+        (b"\\xff", "\\\\xff"),  # the text \xff is not the byte 0xff
+        (b"~other", "\\x7eother"),  # values starting with ~ are tcpwatchd's own
     ],
 )
 def test_parse_stat_hostile_comm(comm: bytes, expected: str) -> None:

@@ -85,15 +85,14 @@ def test_unread_data_age_counts_data_not_the_fin() -> None:
     assert v4.track_of(sock(LISTEN, remote=("0.0.0.0", 0), inode=3)).unread_since is None
 
 
-def test_recent_openings_are_forgotten_after_the_history_window() -> None:
+def test_a_quiet_peer_is_forgotten_after_the_history_window() -> None:
     t = Tracker(history_seconds=25.0)
-    t.update(snapshot(0.0, []))
-    t.update(snapshot(10.0, [sock(EST, remote=("198.18.0.2", 1), inode=1)]))
-    t.update(snapshot(20.0, [sock(EST, remote=("198.18.0.2", 2), inode=2)]))
-    view = t.update(snapshot(40.0, []))
-    assert [o.key[5] for o in view.recent_opened] == [
-        2
-    ]  # (netns, family, local, port, remote, remote port, inode)
+    listen = sock(LISTEN, remote=("0.0.0.0", 0), inode=5)
+    t.update(snapshot(0.0, [listen]))
+    t.update(snapshot(10.0, [listen, sock(EST, remote=("198.18.0.2", 1), inode=1)]))
+    t.update(snapshot(20.0, [listen, sock(EST, remote=("198.18.0.3", 2), inode=2)]))
+    view = t.update(snapshot(40.0, [listen]))
+    assert set(view.openings.peers) == {(0, "198.18.0.3", 80)}  # (netns, peer, service port)
     assert view.closed == 1  # port 1 closed in the previous poll
 
 

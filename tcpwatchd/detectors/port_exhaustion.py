@@ -1,0 +1,118 @@
+"""Ephemeral port exhaustion: one destination using up the local port range.
+
+connect() without bind() picks a local port from net.ipv4.ip_local_port_range (less the reserved
+ports), and it may reuse a port only for another destination: the 4-tuple must be unique
+(net/ipv4/inet_hashtables.c __inet_hash_connect). So the scarce resource is the ports in use per
+(local address, remote address, remote port), TIME_WAIT included (the classic pile-up towards one
+upstream without keepalive: each closed connection holds its port for 60 s). When they run out,
+connect() fails with EADDRNOTAVAIL. A destination is flagged when its ports in use reach `max_fill`
+of the range. Labels stay bounded: per process only the worst destination's ratio and the number of
+destinations over the threshold; the destinations themselves are in the findings (log, `snapshot`).
+A destination is counted under the process holding most of its sockets ("" when only TIME_WAIT ones).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import compress
+from types import MappingProxyType
+
+from pydantic import Field
+
+from tcpwatchd.detectors.base import (
+    Context,
+    Detail,
+    Finding,
+    Kind,
+    Outcome,
+    endpoint,
+    listed_outcome,
+)
+from tcpwatchd.detectors.base import owned_finding as finding_for
+from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, register
+from tcpwatchd.model import NOBODY, ProcessLabels, TcpState
+from tcpwatchd.sections import DetectorSettings
+from tcpwatchd.snapshot import row_labels
+from tcpwatchd.tracker import TrackedPoll
+
+PORT_EXHAUSTION = Kind("port_exhaustion")
+USE_RATIO = "ephemeral_port_use_ratio"
+Destination = tuple[int, str, str, int]  # (netns, local address, remote address, remote port)
+
+
+class PortExhaustionConfig(DetectorSettings):
+    max_fill: float = Field(0.5, gt=0, le=1)
+
+
+def detect_port_exhaustion(tracked: TrackedPoll, cfg: PortExhaustionConfig, ctx: Context) -> Outcome:
+    snap = tracked.snapshot
+    table = snap.sockets
+    states, ports, spaces = table.column("state"), table.column("local_port"), table.column("netns")
+    ranges = snap.port_ranges
+    if not ranges:
+        return Outcome()  # no /proc/sys to read (a sandbox): nothing to judge against
+    low = min(r.low for r in ranges.values())
+    high = max(r.high for r in ranges.values())
+    listening = {(spaces[r], ports[r]) for r in table.rows_in(TcpState.LISTEN)}
+    candidates = compress(range(len(table)), map(lambda p: low <= p <= high, ports))
+    laddr, raddr, rport = (
+        table.column("local_address"),
+        table.column("remote_address"),
+        table.column("remote_port"),
+    )
+    labels = row_labels(snap)
+    use: Counter[Destination] = Counter()
+    holders: dict[Destination, Counter[ProcessLabels]] = {}
+    for row in candidates:
+        if states[row] in (TcpState.LISTEN, TcpState.CLOSE) or (spaces[row], ports[row]) in listening:
+            continue
+        dest = (spaces[row], laddr[row], raddr[row], rport[row])
+        use[dest] += 1
+        if labels[row] != NOBODY:
+            holders.setdefault(dest, Counter())[labels[row]] += 1
+    worst: dict[ProcessLabels, float] = dict.fromkeys(set(labels), 0.0)
+    findings = []
+    for dest, n in use.items():
+        usable = ranges[dest[0]].usable if dest[0] in ranges else 0
+        if usable <= 0:
+            continue
+        who = holders[dest].most_common(1)[0][0] if dest in holders else NOBODY
+        ratio = n / usable
+        worst[who] = max(worst.get(who, 0.0), ratio)
+        if ratio >= cfg.max_fill:
+            findings.append(_finding(tracked, dest, who, n, usable))
+    outcome = listed_outcome(findings)
+    return Outcome(outcome.findings, outcome.counts, values=MappingProxyType({USE_RATIO: worst}))
+
+
+def _finding(tracked: TrackedPoll, dest: Destination, who: ProcessLabels, n: int, usable: int) -> Finding:
+    owner = next((o for o in tracked.snapshot.owners.values() if o.labels == who), None)
+    details = (Detail("local_ports_in_use", n), Detail("usable_local_ports", usable))
+    local, remote = endpoint(dest[1], "*"), endpoint(dest[2], dest[3])
+    # `who` also when no process holds it: the namespace's pod (snapshot.row_labels), as counted.
+    return finding_for(PORT_EXHAUSTION, owner, local, remote, dest[2], 0.0, details, dest[0], who)
+
+
+SPEC = register(
+    DetectorSpec(
+        name="port_exhaustion",
+        settings=PortExhaustionConfig,
+        detect=detect_port_exhaustion,
+        kinds=(
+            KindSpec(
+                PORT_EXHAUSTION,
+                "tcpwatchd_port_exhaustion_destinations",
+                "Destinations (local address, remote address and port) of the process using at least "
+                "detect.port_exhaustion.max_fill of the ephemeral port range, TIME_WAIT included.",
+                "f6998d278edd4ebe8ace0bea76fe23b1",
+            ),
+        ),
+        values=(
+            ValueGauge(
+                USE_RATIO,
+                "tcpwatchd_ephemeral_port_use_ratio",
+                "The share of the ephemeral port range used by the process's busiest destination.",
+            ),
+        ),
+    )
+)
