@@ -48,6 +48,12 @@ class DaemonConfig(Section):
         "auto", description="Socket source: netlink sock_diag, /proc/net/tcp*, or auto (netlink, else /proc)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    process_facts_refresh_seconds: float = Field(
+        30.0,
+        ge=0.1,
+        le=3600,
+        description="How often each process's open fds and fd limit are re-read (fd exhaustion forecast).",
+    )
 
 
 class ExporterConfig(Section):

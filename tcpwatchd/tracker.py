@@ -36,7 +36,7 @@ from tcpwatchd.conncounts import (
 from tcpwatchd.fd_forecast import FdTrends, Sample
 from tcpwatchd.model import Owner, ProcessLabels, Socket, TcpState
 from tcpwatchd.openings import OpeningHistory, OpeningsView, OpeningWindows
-from tcpwatchd.readers import counter_deltas, reading_since
+from tcpwatchd.readers import QueueFill, counter_deltas, queue_fills, reading_since
 from tcpwatchd.rekey import rekeyed
 from tcpwatchd.scope import Scope
 from tcpwatchd.snapshot import Snapshot
@@ -84,6 +84,7 @@ class TrackedPoll:
     counter_deltas: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     # connections with unread data whose application read some since the previous poll (slow readers)
     reading: frozenset[Key] = frozenset()
+    queue_fills: Mapping[Key, QueueFill] = field(default_factory=lambda: MappingProxyType({}))  # listeners
 
     def track_of(self, sock: Socket) -> Track:
         return self.tracks[connection_key(sock)]
@@ -112,6 +113,7 @@ class Tracker:
         self._counters: Mapping[str, int] = {}
         self._copied: dict[Key, int] = {}  # unread connections -> bytes the application has read
         self._reading: frozenset[Key] = frozenset()
+        self._fills: Mapping[Key, QueueFill] = MappingProxyType({})  # listeners with a backlog
         self._poll = 0
         self._consumed = 0  # polls whose sockets were read (a poll whose socket sources failed is not)
 
@@ -148,6 +150,7 @@ class Tracker:
         if any(not o.pid for o in opened):
             opened = attribute_to_listeners(snap, opened)
         self._note_reading(table)
+        self._fills = MappingProxyType(queue_fills(table, self._fills, now))
         self._counts.count_openings(snap, opened)
         self._counts.count_events(snap, self._poll)
         self._consumed += 1
@@ -177,6 +180,7 @@ class Tracker:
             consumed=consumed,
             counter_deltas=MappingProxyType(deltas),
             reading=self._reading if consumed else frozenset(),
+            queue_fills=self._fills,
         )
 
 

@@ -5,9 +5,12 @@ limit as idiag_wqueue (sk_max_ack_backlog, min(backlog, net.core.somaxconn)): `s
 Recv-Q / Send-Q (net/ipv4/tcp_diag.c tcp_diag_get_info). When the queue is full the kernel drops the
 final ACK of new handshakes and counts TcpExt ListenOverflows (and ListenDrops) in the namespace
 (net/ipv4/tcp_ipv4.c tcp_v4_syn_recv_sock). A full queue means the application stopped calling
-accept() or cannot keep up. A listener is saturated when its queue is at least `min_fill` of its limit;
-ListenOverflows rising since the previous poll is given with each finding (the counter is per namespace,
-not per listener). /proc/net/tcp gives no limit for listeners: those are not judged.
+accept() or cannot keep up. A listener is saturated when its queue has stayed at least `min_fill` of its
+limit in every poll for `for_seconds` (a burst that the application drains is not), or at once when its
+queue is at its limit and ListenOverflows rose since the previous poll (clients are being dropped now; the
+counter is per namespace, not per listener, so only listeners in tcpwatchd's own namespace, whose counters
+it reads, are judged so). The tracker keeps since when each queue has been how full (readers.QueueFill).
+/proc/net/tcp gives no limit for listeners: those are not judged.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ QUEUE_LENGTH, QUEUE_LIMIT = "listen_queue_length", "listen_queue_limit"
 
 class ListenSaturationConfig(DetectorSettings):
     min_fill: float = Field(0.8, gt=0, le=1)  # queue / limit at which a listener counts as saturated
+    for_seconds: float = Field(30.0, ge=0, le=86400)  # ... when it has stayed so full this long
     per_port_labels: bool = True  # label the queue gauges by port (listening ports are few)
 
 
@@ -50,18 +54,28 @@ def detect_listen_saturation(tracked: TrackedPoll, cfg: ListenSaturationConfig, 
         key = (labels, ports[row] if cfg.per_port_labels else -1)
         lengths[key] = max(lengths.get(key, 0.0), float(queues[row]))
         caps[key] = max(caps.get(key, 0.0), float(limits[row]))
-    full = [row for row in rows if limits[row] > 0 and queues[row] >= cfg.min_fill * limits[row]]
     overflows = tracked.counter_deltas.get("TcpExt.ListenOverflows", 0)
+    keys, spaces, now = table.column("key"), table.column("netns"), tracked.now
+    held: dict[int, float] = {}  # row -> seconds its queue has stayed at min_fill
+    for row in rows:
+        fill = tracked.queue_fills.get(keys[row])
+        since = fill.above_since(cfg.min_fill) if fill else None
+        if since is None:
+            continue
+        dropping = overflows > 0 and spaces[row] == 0 and queues[row] >= limits[row]
+        if now - since >= cfg.for_seconds or dropping:
+            held[row] = now - since
 
     def finding(row: int) -> Finding:
         details = (
             Detail("accept_queue", queues[row]),
             Detail("accept_queue_limit", limits[row]),
             Detail("listen_overflows_since_last_poll", overflows),
+            Detail("held_seconds", round(held[row], 1)),
         )
-        return connection_finding(LISTEN_SATURATED, tracked, table.socket(row), 0.0, details)
+        return connection_finding(LISTEN_SATURATED, tracked, table.socket(row), held[row], details)
 
-    outcome = mass_outcome(LISTEN_SATURATED, tracked, full, finding)
+    outcome = mass_outcome(LISTEN_SATURATED, tracked, list(held), finding)
     return Outcome(
         findings=outcome.findings,
         counts=outcome.counts,
@@ -78,8 +92,9 @@ SPEC = register(
             KindSpec(
                 LISTEN_SATURATED,
                 "tcpwatchd_listen_saturated_listeners",
-                "LISTEN sockets of the process whose accept queue is at least detect.listen_saturation."
-                "min_fill of its limit: new clients are about to be dropped.",
+                "LISTEN sockets of the process whose accept queue has stayed at least "
+                "detect.listen_saturation.min_fill of its limit for for_seconds, or is full while "
+                "ListenOverflows rise: new clients are being dropped.",
                 "5dd92fc1745f44cb98dee1290e2160d5",
             ),
         ),

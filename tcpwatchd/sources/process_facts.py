@@ -79,7 +79,7 @@ class ProcessFactsCache:
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._root, self._refresh, self._max = proc_root, refresh_seconds, max_entries
+        self._root, self.refresh_seconds, self._max = proc_root, refresh_seconds, max_entries
         self._clock = clock
         self._entries: dict[ProcessRef, tuple[float, ProcessFacts]] = {}
         self.stats = FactsStats(0, 0, 0)
@@ -92,7 +92,7 @@ class ProcessFactsCache:
         refreshed = failed = 0
         for ref in procs:
             entry = old.get(ref)
-            if entry is None or now - entry[0] >= self._refresh:
+            if entry is None or now - entry[0] >= self.refresh_seconds:
                 refreshed += 1
                 try:
                     entry = (now, replace(read_process_facts(ref[0], self._root), at=now, start_time=ref[1]))

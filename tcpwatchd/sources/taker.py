@@ -76,10 +76,15 @@ class SnapshotTaker:
         self._foreign: ForeignNamespaces | None = None
         self._set_foreign()
         self._events = ConnectionEventSource(events)
-        self._facts = ProcessFactsCache(proc_root=proc_root, clock=self._clock.monotonic)
+        self._facts = ProcessFactsCache(
+            proc_root=proc_root,
+            refresh_seconds=cfg.process_facts_refresh_seconds,
+            clock=self._clock.monotonic,
+        )
 
     def reconfigure(self, cfg: DaemonConfig, namespaces: NamespacesConfig | None = None) -> None:
         self._mode = cfg.source
+        self._facts.refresh_seconds = cfg.process_facts_refresh_seconds
         if namespaces is not None and namespaces != self._namespaces:
             if namespaces.host_root != self._namespaces.host_root:
                 self._workloads = Workloads(self._proc_root, namespaces.host_root)

@@ -2,6 +2,8 @@
 
     python -m tests.support.detect_driver '{"detect": {...}, "daemon": {"source": "procnet"}}'
 
+(`"facts_refresh_seconds": 0.5` beside the sections re-reads process facts that often instead of 30 s.)
+
 Builds a `Poller` (and the daemon's `Announcer`) from the given config sections, prints `READY`, then
 on each `poll` line from stdin polls once and prints one `REPORT {json}` line: the report's findings,
 per-process figures, the detector gauges as a scrape would render them, the lines the announcer logged,
@@ -80,6 +82,9 @@ def main() -> None:
     overrides = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     # A detector's test judges its own namespace: other tests' namespaces on this machine stay out of it.
     overrides.setdefault("namespaces", {"watch": "own"})
+    refresh = overrides.pop("facts_refresh_seconds", None)
+    if refresh is not None:  # the default re-reads process facts every 30 s; a test cannot wait that long
+        overrides.setdefault("daemon", {})["process_facts_refresh_seconds"] = float(refresh)
     cfg = Config.model_validate(overrides)
     captured = Captured()
     finding_log = logging.getLogger(FINDING_LOGGER)

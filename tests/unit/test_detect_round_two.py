@@ -41,9 +41,13 @@ def _poll(
 def test_a_listener_that_stopped_accepting_is_saturated_and_a_busy_one_is_not() -> None:
     stuck = replace(listener(8080, inode=1), rqueue=128, wqueue=128)
     busy = replace(listener(9090, inode=2), rqueue=3, wqueue=4096)
-    report = _poll(Tracker(), 0.0, [stuck, busy], {stuck: APP, busy: BUSY})
+    t = Tracker()
+    first = _poll(t, 0.0, [stuck, busy], {stuck: APP, busy: BUSY})
+    assert first.of_kind(LISTEN_SATURATED) == ()  # full for an instant is no saturation yet (for_seconds)
+    report = _poll(t, 30.0, [stuck, busy], {stuck: APP, busy: BUSY})
     [finding] = report.of_kind(LISTEN_SATURATED)
     assert (finding.process, finding.local, finding.detail("accept_queue")) == ("app", "0.0.0.0:8080", 128)
+    assert (finding.age_seconds, finding.detail("held_seconds")) == (30.0, 30.0)
     assert report.port_values[QUEUE_LENGTH][(APP.labels, 8080)] == 128.0
     assert report.port_values[QUEUE_LIMIT][(BUSY.labels, 9090)] == 4096.0
 
