@@ -22,6 +22,7 @@ import tempfile
 import time
 from typing import IO, Any
 
+from netns_row import run_row
 from nsutil import Namespace
 from population import Spec, build
 from tables import Part, Point, render, render_breakdown, render_resources
@@ -166,6 +167,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help=f"worst-case rows: [detect.phantom] idle_seconds = {WORST_IDLE_SECONDS:g}, all idle past it",
     )
+    parser.add_argument(
+        "--netns",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run only the containers row: N namespaces beside --sizes[0] connections (netns_row.py)",
+    )
     return parser.parse_args(argv)
 
 
@@ -190,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.NamedTemporaryFile("w", prefix="tcpwbench-", suffix=".log", delete=False) as log:
         _say(f"children's stderr: {log.name}")
+        if args.netns:
+            row = run_row(args.netns, args.sizes[0], args.rounds or 3, log)
+            print(f"{_machine()}; medians of interleaved rounds\n\n{row}")
+            return 0
         for procs in args.procs:
             for size in args.sizes:
                 rounds = args.rounds or (3 if size >= 50000 else 5)

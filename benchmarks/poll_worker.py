@@ -76,7 +76,12 @@ def _poller(idle_seconds: float = 0.0) -> Any:
     from tcpwatchd.outputs.announce import Announcer
     from tcpwatchd.poller import Poller
 
-    raw: dict[str, Any] = {"daemon": {"source": "sockdiag"}, "sysctl": {"mode": "off"}}
+    # One namespace measured: the machine's other namespaces (other tests, the host's) stay out of it.
+    raw: dict[str, Any] = {
+        "daemon": {"source": "sockdiag"},
+        "sysctl": {"mode": "off"},
+        "namespaces": {"watch": "own"},
+    }
     if idle_seconds > 0:
         raw["detect"] = {"phantom": {"idle_seconds": idle_seconds}}
     poller = Poller(Config.model_validate(raw))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,9 +83,30 @@ DEFAULT_DESIRED_SYSCTLS: dict[str, int] = {
 }
 
 
+# "pod:<namespace>/<pod>" with shell globs (* ? [...]) over Kubernetes names, or "*" for every namespace.
+NAMESPACE_SELECTOR = re.compile(r"\*|pod:[a-z0-9*?\[\]-]{1,63}/[a-z0-9.*?\[\]-]{1,253}\Z")
+
+
 class SysctlConfig(Section):
     mode: Literal["off", "audit", "enforce"] = "audit"
     desired: dict[str, StrictInt] = Field(default_factory=lambda: dict(DEFAULT_DESIRED_SYSCTLS))
+    enforce_namespaces: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description='Other network namespaces enforce also writes, by selector ("pod:kube-system/*", "*"); '
+        "by default only tcpwatchd's own namespace is written (docs/sysctl.md says why).",
+    )
+
+    @field_validator("enforce_namespaces")
+    @classmethod
+    def _selectors(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not NAMESPACE_SELECTOR.fullmatch(v)]
+        if bad:
+            raise ValueError(
+                f"not a namespace selector: {', '.join(map(repr, bad))} "
+                '(expected "pod:<namespace>/<pod>" with * ? [] globs, or "*")'
+            )
+        return value
 
     @field_validator("desired")
     @classmethod
@@ -95,6 +117,18 @@ class SysctlConfig(Section):
         return check_desired(value)
 
 
+class NamespacesConfig(Section):
+    watch: Literal["all", "own"] = Field(
+        "all", description="Watch every network namespace on the host (containers, pods) or only our own."
+    )
+    host_root: str = Field(
+        "/",
+        min_length=1,
+        description="Where /var/log/containers, /var/log/pods and /var/lib/docker are read (pod names).",
+    )
+    labels: bool = Field(True, description="Label per-process series with namespace, pod and container.")
+
+
 class ConfigBase(Section):
     """The whole config; `detect` is typed by the registry-built model (see `config_model`)."""
 
@@ -102,6 +136,7 @@ class ConfigBase(Section):
     exporter: ExporterConfig = ExporterConfig()
     detect: DetectSections = DetectSections()
     sysctl: SysctlConfig = SysctlConfig()
+    namespaces: NamespacesConfig = NamespacesConfig()
     override: list[OverrideRule] = Field(default_factory=list, max_length=MAX_RULES)
     ignore: IgnoreConfig = IgnoreConfig()
 

@@ -24,7 +24,7 @@ from tcpwatchd.columns import UNCONNECTED, Key
 from tcpwatchd.facts import Side
 from tcpwatchd.model import NOBODY, Owner, ProcessLabels, TcpState
 from tcpwatchd.openings import OpeningHistory, peer_address
-from tcpwatchd.snapshot import Snapshot, listener_owners, row_labels
+from tcpwatchd.snapshot import Snapshot, listener_owners, pod_labels, row_labels
 from tcpwatchd.sources.destroy_parse import side_of
 
 
@@ -76,11 +76,13 @@ class ConnectionCounts:
 
     def count_openings(self, snap: Snapshot, opened: Iterable[Opened]) -> None:
         """The openings first seen in `snap` (already attributed to listeners where no process held them)."""
-        listening: frozenset[int] | None = None
+        listening: Mapping[int, frozenset[int]] | None = None
+        pods = pod_labels(snap)
         for o in opened:
-            self._opened[o.labels] = self._opened.get(o.labels, 0) + 1
+            who = o.labels if o.owner else pods.get(o.netns, NOBODY)  # unowned in a pod: the pod's
+            self._opened[who] = self._opened.get(who, 0) + 1
             listening = _listening(snap) if listening is None else listening
-            if side_of(o.local_port, o.remote_port, listening) is Side.ACCEPTED:
+            if side_of(o.local_port, o.remote_port, listening.get(o.netns, frozenset())) is Side.ACCEPTED:
                 key = (o.netns, peer_address(o.remote_address), o.local_port)
                 self.history.add(key, o.at, o.poll, 1, o.owner)
 
@@ -88,13 +90,15 @@ class ConnectionCounts:
         """Connections of `previous` whose identity is in `gone`."""
         table = previous.sockets
         keys, states, ports = table.column("key"), table.column("state"), table.column("local_port")
+        spaces = table.column("netns")
         labels, listeners = row_labels(previous), listener_owners(previous)
         for row in compress(range(len(keys)), map(gone.__contains__, keys)):
             if states[row] in UNCONNECTED:
                 continue
             who = labels[row]
-            if who == NOBODY and ports[row] in listeners:
-                who = listeners[ports[row]].labels
+            listener = listeners.get((spaces[row], ports[row])) if not who.process else None
+            if listener is not None:
+                who = listener.labels
             self._closed[who] = self._closed.get(who, 0) + 1
 
     def count_events(self, snap: Snapshot, poll: int) -> None:
@@ -102,12 +106,12 @@ class ConnectionCounts:
         batch = snap.connection_events.batch
         if batch is None:
             return
-        listeners = listener_owners(snap)
+        listeners, pods = listener_owners(snap), pod_labels(snap)
         for key, counts in batch.by_key.items():
             if not counts.unseen:
                 continue
-            owner = listeners.get(key.port) if key.side is Side.ACCEPTED else None
-            who = owner.labels if owner else NOBODY
+            owner = listeners.get((key.netns, key.port)) if key.side is Side.ACCEPTED else None
+            who = owner.labels if owner else pods.get(key.netns, NOBODY)
             self._add_both(who, counts.unseen)
             if key.side is Side.ACCEPTED:
                 peer = (key.netns, peer_address(key.peer_address), key.port)
@@ -121,19 +125,24 @@ class ConnectionCounts:
         self.sub_poll_total += n
 
 
-def _listening(snap: Snapshot) -> frozenset[int]:
+def _listening(snap: Snapshot) -> Mapping[int, frozenset[int]]:
+    """netns -> its listening ports (a port listening in one namespace is not listening in another)."""
     table = snap.sockets
-    ports = table.column("local_port")
-    return frozenset(ports[row] for row in table.rows_in(TcpState.LISTEN))
+    ports, spaces = table.column("local_port"), table.column("netns")
+    found: dict[int, set[int]] = {}
+    for row in table.rows_in(TcpState.LISTEN):
+        found.setdefault(spaces[row], set()).add(ports[row])
+    return {netns: frozenset(p) for netns, p in found.items()}
 
 
 def attribute_to_listeners(snap: Snapshot, opened: list[Opened]) -> list[Opened]:
     """Count an opening no process holds yet (still in the accept queue, or already TIME_WAIT on the
-    server side) under the process listening on its local port: that is who the peer connected to."""
+    server side) under the process listening on its local port in its namespace: that is who the peer
+    connected to."""
     listeners = listener_owners(snap)
     out = []
     for o in opened:
-        owner = listeners.get(o.local_port) if not o.pid else None
+        owner = listeners.get((o.netns, o.local_port)) if not o.pid else None
         out.append(replace(o, owner=owner) if owner else o)
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import select
 import signal
 import time
@@ -23,6 +24,7 @@ from tcpwatchd.outputs.api import API_PATH, api_handler
 from tcpwatchd.outputs.budget import SeriesBudget
 from tcpwatchd.outputs.probe_log import ProbeLog
 from tcpwatchd.outputs.prometheus import DurationHistogram, LatestPoll, TcpwatchdCollector
+from tcpwatchd.outputs.series import SeriesLabels
 from tcpwatchd.poller import Poller, PollResult
 from tcpwatchd.pollerrors import PollErrors
 from tcpwatchd.sdnotify import Notifier
@@ -79,7 +81,7 @@ class Daemon:
         self._path = config_path
         self._signals = _Signals()
         self._notifier = Notifier()
-        self._latest = LatestPoll(SeriesBudget(cfg.exporter.max_process_label_values))
+        self._latest = LatestPoll(SeriesBudget(cfg.exporter.max_process_label_values, _series(cfg)))
         self._durations = DurationHistogram()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(TcpwatchdCollector(self._latest, self._durations))
@@ -94,6 +96,7 @@ class Daemon:
 
     def run(self) -> int:
         self._signals.install()
+        raise_fd_limit()
         try:
             self._server.bind(self._cfg.exporter)
         except ConfigError as e:
@@ -111,7 +114,7 @@ class Daemon:
             self._loop()
         finally:
             self._notifier.send("STOPPING=1")
-            self._restore_probes()
+            self._restore_probes()  # and the poller's sockets and threads (Poller.close)
             self._server.close()
             self._notifier.close()
         log.info("stopped")
@@ -185,8 +188,7 @@ class Daemon:
             return False
         self._cfg = cfg
         self._poller.reconfigure(cfg)
-        budget = self._latest.budget
-        budget.reconfigure(cfg.exporter.max_process_label_values, budget.series)
+        self._latest.budget.reconfigure(cfg.exporter.max_process_label_values, _series(cfg))
         setup_logging(cfg.daemon.log_level)
         log.info("reloaded config %s", self._path or "embedded default")
         self._notifier.send("READY=1")
@@ -201,6 +203,23 @@ class Daemon:
             f"{result.socket_total} sockets, {len(result.report.findings)} findings, "
             f"last poll {result.duration_seconds * 1000:.0f} ms via {snap.source}"
         )
+
+
+def _series(cfg: Config) -> SeriesLabels:
+    return SeriesLabels(workload=cfg.namespaces.labels)
+
+
+def raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: watching other namespaces holds two netlink sockets per
+    namespace, and the usual soft limit of 1024 is near at ~500 containers. (The soft limit stays low for
+    select(), which fails on fds above 1023; the one fd tcpwatchd selects on, the signal pipe, is opened
+    first, and the web server uses epoll through selectors.)"""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.debug("cannot raise the open file limit from %d to %d: %s", soft, hard, e)
 
 
 def run_daemon(cfg: Config, config_path: str | None) -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 
@@ -217,6 +219,41 @@ class SourceStatus:
     duration_seconds: float
     error: str = ""
     skipped: int = 0  # records the source could not use (cut-short /proc lines, odd netlink messages)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedNetns:
+    """A network namespace other than tcpwatchd's own that one poll read (sources/foreign.py).
+
+    `netns` is the id its sockets carry (`Socket.netns`); `namespace`/`pod` name its pod ("" when it is not
+    a pod's); `mode` says how it was read ("sockdiag", or "procnet" when degraded, `error` saying why);
+    `kernel_counters` are its TcpExt abort counters (empty when unreadable).
+    """
+
+    netns: int
+    label: str  # "net:[4026532281]", as ls -l /proc/<pid>/ns/net shows it
+    mode: str
+    namespace: str = ""
+    pod: str = ""
+    error: str = ""
+    kernel_counters: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def labels(self) -> ProcessLabels:
+        """Where its sockets without an owning process count: under process "" of its pod."""
+        return ProcessLabels("", self.namespace, self.pod, "")
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceStats:
+    """How watching the other network namespaces fared in one poll, ready for metrics."""
+
+    failed: int = 0  # namespaces whose sockets could not be read at all this poll
+    denied: int = 0  # namespaces we may not enter (no CAP_SYS_ADMIN): read through /proc, degraded
+    vanished: int = 0  # found by the scan, gone before they could be read (a normal race)
+    unresolved: int = 0  # container owners and pod namespaces whose names were not found
+    names_skipped: int = 0  # node file names not of the kubelet's shape (hostile or foreign), skipped
+    names_unreadable: int = 0  # host-root directories or files that exist but could not be read
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
+from tcpwatchd.actions.netns_sysctl import NamespaceSysctl, NamespaceSysctls
 from tcpwatchd.actions.probe_types import ProbeEvent
 from tcpwatchd.actions.probing import ProbeStage, ProbeStep
 from tcpwatchd.config import Config
@@ -41,6 +42,7 @@ class PollResult:
     socket_counts: Mapping[tuple[str, ProcessLabels], int]  # (state label, process) -> sockets
     number: int = 0  # 1 for the poller's first poll
     interval_seconds: float = 0.0  # the configured poll interval when it ran
+    namespace_sysctl: tuple[NamespaceSysctl, ...] = ()  # the other network namespaces' audits
     probes: ProbeStep | None = None  # what probing did ([detect.phantom] probe); None when it is off
 
     @property
@@ -119,11 +121,12 @@ def _opening_windows(cfg: Config, rules: Rules | None = None) -> OpeningWindows:
 class Poller:
     def __init__(self, cfg: Config, proc_root: str = "/proc", clock: Clock | None = None) -> None:
         self._proc_root = proc_root
-        self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock)
+        self._taker = SnapshotTaker(cfg.daemon, proc_root=proc_root, clock=clock, namespaces=cfg.namespaces)
         self._rules = Rules.of(cfg)
         self._tracker = Tracker(_history_seconds(cfg, self._rules), _opening_windows(cfg, self._rules))
         self._cfg = cfg
         self._policy = SysctlPolicy(cfg.sysctl, proc_root=proc_root)
+        self._namespace_sysctls = NamespaceSysctls(cfg.sysctl, proc_root=proc_root)
         self._polls = 0
         self._carry = Carry()
         self._table = SocketTable()  # the last poll's, released when the next one starts
@@ -136,15 +139,21 @@ class Poller:
     def reconfigure(self, cfg: Config) -> None:
         """Apply a new, already validated config; history is kept."""
         self._cfg = cfg
-        self._taker.reconfigure(cfg.daemon)
+        self._taker.reconfigure(cfg.daemon, cfg.namespaces)
         self._rules = Rules.of(cfg)
         self._tracker.set_history(_history_seconds(cfg, self._rules), _opening_windows(cfg, self._rules))
         self._policy = self._policy.reconfigured(cfg.sysctl)  # the write counters go on
+        self._namespace_sysctls = self._namespace_sysctls.reconfigured(cfg.sysctl)
         self._probing.reconfigure(cfg.detect)
 
     def close(self) -> tuple[ProbeEvent, ...]:
-        """At shutdown: put back the keepalive options of every probe in flight; the events to log."""
-        return self._probing.close()
+        """At shutdown: put back the keepalive options of every probe in flight (the events to log),
+        then release the destroy-event subscription, the other namespaces' sockets and the namespace
+        thread."""
+        try:
+            return self._probing.close()
+        finally:
+            self._taker.close()
 
     def poll(self) -> PollResult:
         self._polls += 1
@@ -160,6 +169,7 @@ class Poller:
         snapshot.inherit(self._carry)
         tracked = self._tracker.update(snapshot)
         sysctl, status = self._sysctl()
+        per_namespace = self._namespace_sysctls.run(self._taker.foreign, snapshot.namespaces)
         values = sysctl.values() if sysctl is not None else None
         report = build_report(
             tracked, self._cfg.detect, values, rules=self._rules, probed=self._probing.verdicts()
@@ -176,6 +186,7 @@ class Poller:
             socket_counts=counts,
             number=self._polls,
             interval_seconds=self._cfg.daemon.poll_interval_seconds,
+            namespace_sysctl=per_namespace,
             probes=probes,
         )
 

@@ -11,12 +11,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import compress, repeat
 from operator import attrgetter
 from types import MappingProxyType
 
 from tcpwatchd.facts import ConnectionEvents, PortRange, ProcessFacts
-from tcpwatchd.model import NOBODY, AttributionStats, Owner, ProcessLabels, Socket, SourceStatus, TcpState
+from tcpwatchd.model import (
+    NOBODY,
+    AttributionStats,
+    NamespaceStats,
+    Owner,
+    ProcessLabels,
+    Socket,
+    SourceStatus,
+    TcpState,
+    WatchedNetns,
+)
 from tcpwatchd.table import Carry, Derived, SocketTable
 
 SOCKET_SOURCES = frozenset({"sockdiag", "procnet"})
@@ -38,6 +48,9 @@ class Snapshot:
     kernel_counters: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     sources: tuple[SourceStatus, ...] = ()
     attribution: AttributionStats = field(default_factory=AttributionStats)
+    # The other network namespaces read (sources/foreign.py); sockets of tcpwatchd's own have netns 0.
+    namespaces: tuple[WatchedNetns, ...] = ()
+    namespace_stats: NamespaceStats = field(default_factory=NamespaceStats)
     # Beyond the socket table (facts.py): connections that ended between polls, fd use of the processes
     # with sockets (pid -> facts, refreshed slowly), and each namespace's ephemeral port range.
     connection_events: ConnectionEvents = field(default_factory=ConnectionEvents)
@@ -55,20 +68,30 @@ class Snapshot:
 
     def carry(self) -> Carry:
         """What the next poll may inherit from this one (see `inherit`)."""
-        return self.sockets.carry(self.owners)
+        return self.sockets.carry(self._attribution())
 
     def inherit(self, previous: Carry) -> None:
         """Take the previous poll's derived views whose columns (and owners) this poll has unchanged."""
-        self.sockets.inherit(previous, self.owners)
+        self.sockets.inherit(previous, self._attribution())
+
+    def _attribution(self) -> tuple[Mapping[int, Owner], Mapping[int, ProcessLabels]]:
+        # The owners and, for sockets no process holds, their namespace's pod: a value reading owners
+        # is inherited only when both are unchanged (a namespace's pod may be named a poll late).
+        return self.owners, pod_labels(self)
+
+
+def pod_labels(snap: Snapshot) -> Mapping[int, ProcessLabels]:
+    """netns id -> the labels sockets no process holds count under, for namespaces that are a pod's."""
+    return {ns.netns: ns.labels for ns in snap.namespaces if ns.pod}
 
 
 _NAMES = Derived[list[str]]("snapshot.owner_names", reads=("inode",), owners=True)
-_LABELS = Derived[list[ProcessLabels]]("snapshot.owner_labels", reads=("inode",), owners=True)
+_LABELS = Derived[list[ProcessLabels]]("snapshot.owner_labels", reads=("inode", "netns"), owners=True)
 _COUNTS = Derived[Mapping[tuple[str, ProcessLabels], int]](
-    "snapshot.counts", reads=("state", "inode"), owners=True
+    "snapshot.counts", reads=("state", "inode", "netns"), owners=True
 )
-_LISTENERS = Derived[Mapping[int, Owner]](
-    "snapshot.listeners", reads=("state", "inode", "local_port"), owners=True
+_LISTENERS = Derived[Mapping[tuple[int, int], Owner]](
+    "snapshot.listeners", reads=("state", "inode", "local_port", "netns"), owners=True
 )
 
 
@@ -78,7 +101,8 @@ def row_owner_names(snap: Snapshot) -> list[str]:
 
 
 def row_labels(snap: Snapshot) -> list[ProcessLabels]:
-    """The series identity of every row's counted owner (`NOBODY` when no process holds the socket)."""
+    """The series identity of every row's counted owner; for a socket no process holds, `NOBODY`, or
+    process "" of its namespace's pod when the namespace is a pod's."""
     return snap.sockets.derive(_LABELS, lambda: _row_labels(snap))
 
 
@@ -88,8 +112,8 @@ def count_by_state_and_process(snap: Snapshot) -> Mapping[tuple[str, ProcessLabe
     return snap.sockets.derive(_COUNTS, lambda: _count(snap))
 
 
-def listener_owners(snap: Snapshot) -> Mapping[int, Owner]:
-    """Local port -> the owner of a LISTEN socket on it: the service a peer connected to."""
+def listener_owners(snap: Snapshot) -> Mapping[tuple[int, int], Owner]:
+    """(netns, local port) -> the owner of a LISTEN socket on it: the service a peer connected to."""
     return snap.sockets.derive(_LISTENERS, lambda: _listeners(snap))
 
 
@@ -118,7 +142,14 @@ def _row_labels(snap: Snapshot) -> list[ProcessLabels]:
             found = by_owner[owner] = owner.labels
         return found
 
-    return list(map(labels, map(get, snap.sockets.column("inode"))))
+    found = list(map(labels, map(get, snap.sockets.column("inode"))))
+    pods = pod_labels(snap)
+    if pods:  # sockets without an owner in a pod's namespace count under that pod
+        netns = snap.sockets.column("netns")
+        for row in compress(range(len(found)), map(pods.__contains__, netns)):
+            if found[row] is NOBODY:
+                found[row] = pods[netns[row]]
+    return found
 
 
 def _count(snap: Snapshot) -> Mapping[tuple[str, ProcessLabels], int]:
@@ -129,12 +160,12 @@ def _count(snap: Snapshot) -> Mapping[tuple[str, ProcessLabels], int]:
     return MappingProxyType(dict(counts))
 
 
-def _listeners(snap: Snapshot) -> Mapping[int, Owner]:
+def _listeners(snap: Snapshot) -> Mapping[tuple[int, int], Owner]:
     table = snap.sockets
-    inodes, ports = table.column("inode"), table.column("local_port")
-    owners: dict[int, Owner] = {}
+    inodes, ports, netns = table.column("inode"), table.column("local_port"), table.column("netns")
+    owners: dict[tuple[int, int], Owner] = {}
     for row in table.rows_in(TcpState.LISTEN):
         owner = snap.owners.get(inodes[row]) if inodes[row] else None
         if owner is not None:
-            owners.setdefault(ports[row], owner)
+            owners.setdefault((netns[row], ports[row]), owner)
     return MappingProxyType(owners)

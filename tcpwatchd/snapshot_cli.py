@@ -29,10 +29,13 @@ def local_document(cfg: Config, query: Mapping[str, str], interval: float = 0.0)
     """One poll here (two, `interval` seconds apart, so that ages and openings show)."""
     q = parse_query(query)
     poller = Poller(cfg)
-    result = poller.poll()
-    if interval > 0:
-        time.sleep(interval)
+    try:
         result = poller.poll()
+        if interval > 0:
+            time.sleep(interval)
+            result = poller.poll()
+    finally:
+        poller.close()  # the other namespaces' sockets and thread, the destroy-event subscription
     return build_document(result, q)
 
 

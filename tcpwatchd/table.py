@@ -64,7 +64,7 @@ class Carry:
 
     values: Mapping[Derived[Any], Any] = field(default_factory=dict)
     columns: Mapping[str, Values] = field(default_factory=dict)
-    owners: Mapping[int, Any] | None = None
+    owners: object = None  # what the owner-reading values were built from (see Snapshot.carry)
 
 
 class SocketTable(Sequence[Socket]):
@@ -90,6 +90,11 @@ class SocketTable(Sequence[Socket]):
 
     def __len__(self) -> int:
         return self._n
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        """The non-empty parts, in row order (to build a table of several sources' parts)."""
+        return self._parts
 
     @overload
     def __getitem__(self, i: int) -> Socket: ...
@@ -170,7 +175,7 @@ class SocketTable(Sequence[Socket]):
         value = self._derived[what] = compute()
         return value
 
-    def carry(self, owners: Mapping[int, Any]) -> Carry:
+    def carry(self, owners: object) -> Carry:
         """The derived values of this poll, with the columns they read, for the next poll's `inherit`."""
         needed = {c for what in self._derived for c in what.reads}
         return Carry(
@@ -179,7 +184,7 @@ class SocketTable(Sequence[Socket]):
             owners=owners,
         )
 
-    def inherit(self, previous: Carry, owners: Mapping[int, Any]) -> int:
+    def inherit(self, previous: Carry, owners: object) -> int:
         """Adopt each previous derived value whose columns (and owners, if it reads them) are equal in
         this table; returns how many were adopted. Equality is checked per column once, in C."""
         same: dict[str, bool] = {}

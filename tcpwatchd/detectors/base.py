@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from tcpwatchd.model import NO_WORKLOAD, Owner, ProcessLabels, Socket
+from tcpwatchd.model import NOBODY, Owner, ProcessLabels, Socket, Workload
 from tcpwatchd.openings import peer_address as peer_address  # re-exported: detectors key peers with it
-from tcpwatchd.snapshot import row_labels
+from tcpwatchd.snapshot import pod_labels, row_labels
 from tcpwatchd.tracker import TrackedPoll
 
 
@@ -59,6 +59,7 @@ class Finding:
     namespace: str = ""
     pod: str = ""
     container: str = ""
+    netns: int = 0  # the network namespace of the socket (model.Socket.netns; 0: tcpwatchd's own)
     rule: str = ""  # the `[[override]]` whose settings judged it ("" for the [detect] defaults)
 
     @property
@@ -67,9 +68,10 @@ class Finding:
         return ProcessLabels(self.process, self.namespace, self.pod, self.container)
 
     @property
-    def identity(self) -> tuple[str, str, str]:
-        """Stable across polls while the condition lasts: what `announce` diffs on."""
-        return (self.kind, self.local, self.remote)
+    def identity(self) -> tuple[str, int, str, str]:
+        """Stable across polls while the condition lasts: what `announce` diffs on. Two namespaces can
+        hold the same 4-tuple (each pod has its own 127.0.0.1), so the namespace is part of it."""
+        return (self.kind, self.netns, self.local, self.remote)
 
     def detail(self, key: str) -> DetailValue | None:
         return next((d.value for d in self.details if d.key == key), None)
@@ -79,6 +81,8 @@ class Finding:
         facts = " ".join(f"{d.key}={d.value}" for d in self.details)
         unit = f" unit={self.unit!r}" if self.unit else ""
         pod = f" pod={self.namespace + '/' + self.pod!r} container={self.container!r}" if self.pod else ""
+        if not self.pod and self.netns:  # a container or namespace that is no pod's: say which one
+            pod = f" netns={self.netns}" + (f" container={self.container!r}" if self.container else "")
         pod += f" rule={self.rule!r}" if self.rule else ""
         return (
             f"{self.kind} process={self.process!r} pid={self.pid}{unit}{pod} peer={self.peer} "
@@ -227,10 +231,22 @@ def mass_outcome(
 def connection_finding(
     kind: Kind, tracked: TrackedPoll, sock: Socket, age: float, details: tuple[Detail, ...] = ()
 ) -> Finding:
-    """A finding about one socket, attributed to its counted owner."""
+    """A finding about one socket, attributed to its counted owner (or, when no process holds it, to
+    its namespace's pod)."""
     owner = tracked.owner_of(sock)
+    nobody = NOBODY
+    if owner is None and sock.netns:
+        nobody = pod_labels(tracked.snapshot).get(sock.netns, NOBODY)
     return owned_finding(
-        kind, owner, sock.local, sock.remote, peer_address(sock.remote_address), age, details
+        kind,
+        owner,
+        sock.local,
+        sock.remote,
+        peer_address(sock.remote_address),
+        age,
+        details,
+        netns=sock.netns,
+        nobody=nobody,
     )
 
 
@@ -245,7 +261,13 @@ def row_finding(
     laddr, raddr = table.column("local_address")[row], table.column("remote_address")[row]
     local = endpoint(laddr, table.column("local_port")[row])
     remote = endpoint(raddr, table.column("remote_port")[row])
-    return owned_finding(kind, owner, local, remote, peer_address(raddr), age, details)
+    netns = table.column("netns")[row]
+    nobody = NOBODY
+    if owner is None and netns:
+        nobody = pod_labels(tracked.snapshot).get(netns, NOBODY)
+    return owned_finding(
+        kind, owner, local, remote, peer_address(raddr), age, details, netns=netns, nobody=nobody
+    )
 
 
 def owned_finding(
@@ -256,9 +278,12 @@ def owned_finding(
     peer: str,
     age: float,
     details: tuple[Detail, ...] = (),
+    netns: int = 0,
+    nobody: ProcessLabels = NOBODY,
 ) -> Finding:
-    """A finding attributed to `owner` (None: no process holds it), with where the owner runs."""
-    w = owner.workload if owner else NO_WORKLOAD
+    """A finding attributed to `owner`, with where the owner runs; None: no process holds it, and it
+    counts under `nobody` (process "" of its namespace's pod, if any)."""
+    w = owner.workload if owner else Workload(nobody.namespace, nobody.pod, nobody.container)
     return Finding(
         kind=kind,
         process=owner.name if owner else "",
@@ -272,6 +297,7 @@ def owned_finding(
         namespace=w.namespace,
         pod=w.pod,
         container=w.container,
+        netns=netns,
     )
 
 

@@ -256,7 +256,8 @@ def _finding(
 
 
 def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[ServiceKey, Sighting]:
-    """(peer address, local port) -> the newest connection tcpwatchd saw appear there, for `services`.
+    """(namespace, peer address, local port) -> the newest connection tcpwatchd saw appear there, for
+    `services`.
 
     Both the connections open now and the newest opening in the tracker's per-peer history (which may
     have closed since, or opened and closed between polls) count: a reconnect proves the peer came back

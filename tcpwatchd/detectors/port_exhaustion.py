@@ -102,9 +102,9 @@ def detect_port_exhaustion(tracked: TrackedPoll, cfg: PortExhaustionConfig, ctx:
 def _finding(tracked: TrackedPoll, dest: Destination, who: ProcessLabels, n: int, usable: int) -> Finding:
     owner = next((o for o in tracked.snapshot.owners.values() if o.labels == who), None)
     details = (Detail("local_ports_in_use", n), Detail("usable_local_ports", usable))
-    return finding_for(
-        PORT_EXHAUSTION, owner, endpoint(dest[1], "*"), endpoint(dest[2], dest[3]), dest[2], 0.0, details
-    )
+    local, remote = endpoint(dest[1], "*"), endpoint(dest[2], dest[3])
+    # `who` also when no process holds it: the namespace's pod (snapshot.row_labels), as counted.
+    return finding_for(PORT_EXHAUSTION, owner, local, remote, dest[2], 0.0, details, dest[0], who)
 
 
 SPEC = register(

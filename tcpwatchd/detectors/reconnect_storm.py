@@ -42,10 +42,10 @@ from tcpwatchd.detectors.base import (
     peer_address,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
-from tcpwatchd.model import Owner, TcpState
+from tcpwatchd.model import NOBODY, Owner, TcpState
 from tcpwatchd.openings import PeerKey
 from tcpwatchd.sections import DetectorSettings
-from tcpwatchd.snapshot import listener_owners
+from tcpwatchd.snapshot import listener_owners, pod_labels
 from tcpwatchd.tracker import TrackedPoll
 
 RECONNECT_STORM = Kind("reconnect_storm")
@@ -80,11 +80,11 @@ def detect_reconnect_storm(tracked: TrackedPoll, cfg: ReconnectStormConfig, ctx:
             )
             findings.append(_finding(tracked, key, details))
     for key, n in _abandoned(tracked, cfg).items():
-        if n >= cfg.min_abandoned and not any(f.peer == key[1] and f.local == _local(key) for f in findings):
+        if n >= cfg.min_abandoned and not any(_same(f, key) for f in findings):
             why = (Detail("reason", "abandoned"), Detail("abandoned_connections", n))
             findings.append(_finding(tracked, key, why))
     # The gauge counts storming peers per process; one peer can storm several ports of one process.
-    peers = Counter(labels for labels, _peer in {(f.labels, f.peer) for f in findings})
+    peers = Counter(labels for labels, _, _peer in {(f.labels, f.netns, f.peer) for f in findings})
     counts = {(RECONNECT_STORM, process): n for process, n in peers.items()}
     return Outcome(findings=tuple(findings), counts=MappingProxyType(counts))
 
@@ -120,9 +120,14 @@ def _local(key: PeerKey) -> str:
     return endpoint("*", key[2])
 
 
+def _same(finding: Finding, key: PeerKey) -> bool:
+    return finding.netns == key[0] and finding.peer == key[1] and finding.local == _local(key)
+
+
 def _owner(tracked: TrackedPoll, key: PeerKey) -> Owner | None:
-    """Who a storm on `key` is reported under: the port's listener, else the peer's newest opening's owner."""
-    listener = listener_owners(tracked.snapshot).get(key[2])
+    """Who a storm on `key` is reported under: the port's listener in the peer's namespace, else the peer's
+    newest opening's owner."""
+    listener = listener_owners(tracked.snapshot).get((key[0], key[2]))
     peer = tracked.openings.newest(key)
     return listener or (peer.owner if peer else None)
 
@@ -142,6 +147,8 @@ def _finding(tracked: TrackedPoll, key: PeerKey, details: tuple[Detail, ...]) ->
         key[1],
         age,
         details,
+        netns=key[0],
+        nobody=pod_labels(tracked.snapshot).get(key[0], NOBODY),
     )
 
 

@@ -1,9 +1,9 @@
 """Logs each finding once, when it first appears, as one structured line; and detector health changes.
 
-Findings are diffed across polls by `Finding.identity` (kind and socket), so a leak that lasts a day is
-one line, not one per poll; one that is gone for a few polls and then returns is announced again. The
-line goes to the `tcpwatchd.finding` logger with `extra={"tcpwatchd_fields": {...}}`, which the journald
-handler (tcpwatchd/logs.py) turns into journal fields; the message repeats the same facts, hostile
+Findings are diffed across polls by `Finding.identity` (kind, network namespace and socket), so a leak that
+lasts a day is one line, not one per poll; one that is gone for a few polls and then returns is announced
+again. The line goes to the `tcpwatchd.finding` logger with `extra={"tcpwatchd_fields": {...}}`, which the
+journald handler (tcpwatchd/logs.py) turns into journal fields; the message repeats the same facts, hostile
 strings escaped. A host with thousands of new findings at once (every connection without keepalive, at
 start) gets at most `max_per_kind` lines per kind per poll and one line saying exactly how many more there
 are (the report lists a few per process but counts every one).
@@ -22,7 +22,7 @@ from tcpwatchd.report import Report
 FINDING_LOGGER = "tcpwatchd.finding"
 HEALTH_LOGGER = "tcpwatchd.detectors"
 
-Identity = tuple[str, str, str]
+Identity = tuple[str, int, str, str]  # Finding.identity: kind, network namespace, socket
 
 
 def message_ids() -> dict[str, str]:
@@ -47,6 +47,8 @@ def journal_fields(f: Finding) -> dict[str, object]:
         fields["MESSAGE_ID"] = spec.message_id  # "a new finding of this kind", for journalctl MESSAGE_ID=
     if f.unit:
         fields["TCPWATCHD_UNIT"] = f.unit
+    if f.netns:
+        fields["TCPWATCHD_NETNS"] = f.netns
     if f.pod:
         fields.update(TCPWATCHD_NAMESPACE=f.namespace, TCPWATCHD_POD=f.pod, TCPWATCHD_CONTAINER=f.container)
     if f.rule:

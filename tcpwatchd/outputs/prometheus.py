@@ -23,20 +23,11 @@ from tcpwatchd.model import ProcessLabels
 from tcpwatchd.outputs.budget import SeriesBudget, SeriesView
 from tcpwatchd.outputs.conn_metrics import connection_event_metrics, listen_counter_metrics
 from tcpwatchd.outputs.detector_metrics import detector_metrics
+from tcpwatchd.outputs.netns_metrics import aborts_metric, namespace_metrics
 from tcpwatchd.outputs.probe_metrics import probe_families
 from tcpwatchd.outputs.sysctl_metrics import sysctl_metrics
 from tcpwatchd.poller import PollResult
 from tcpwatchd.snapshot import Snapshot
-
-# TcpExt counters (include/uapi/linux/snmp.h, LINUX_MIB_TCPABORTON*) -> `reason` label.
-ABORT_REASONS: dict[str, str] = {
-    "TcpExt.TCPAbortOnClose": "on_close",
-    "TcpExt.TCPAbortOnData": "on_data",
-    "TcpExt.TCPAbortOnTimeout": "on_timeout",
-    "TcpExt.TCPAbortOnLinger": "on_linger",
-    "TcpExt.TCPAbortOnMemory": "on_memory",
-    "TcpExt.TCPAbortFailed": "failed",
-}
 
 # Poll durations span ~1 ms (a small host, steady state) to seconds (100k sockets, cold).
 POLL_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -125,6 +116,7 @@ class TcpwatchdCollector(Collector):
         yield aborts_metric(snap)
         yield from source_metrics(result)
         yield from attribution_metrics(snap)
+        yield from namespace_metrics(snap)
         yield from connection_event_metrics(snap)
         yield from listen_counter_metrics(snap)
         if last_success is not None:
@@ -136,7 +128,7 @@ class TcpwatchdCollector(Collector):
         yield from detector_metrics(result.report, view)
         yield capped_metric(view)
         if result.sysctl is not None:
-            yield from sysctl_metrics(result.sysctl)
+            yield from sysctl_metrics(result.sysctl, result.namespace_sysctl)
         if result.probes is not None:
             yield from probe_families(result.probes.summary, view.series)
 
@@ -165,18 +157,6 @@ def capped_metric(view: SeriesView) -> CounterMetricFamily:
         'were counted under process="~other" instead; each name once per spell.',
         value=float(view.capped_total),
     )
-
-
-def aborts_metric(snap: Snapshot) -> CounterMetricFamily:
-    m = CounterMetricFamily(
-        "tcpwatchd_kernel_tcp_aborts",
-        "Connections the kernel aborted with a RST, by reason (TcpExt TCPAbortOn*, TCPAbortFailed).",
-        labels=["reason"],
-    )
-    for key, reason in ABORT_REASONS.items():
-        if key in snap.kernel_counters:
-            m.add_metric([reason], float(snap.kernel_counters[key]))
-    return m
 
 
 def source_metrics(result: PollResult) -> Iterator[Metric]:

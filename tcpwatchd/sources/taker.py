@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TypeVar
 
-from tcpwatchd.config import DaemonConfig
+from tcpwatchd.config import DaemonConfig, NamespacesConfig
 from tcpwatchd.facts import PortRange
-from tcpwatchd.model import AttributionStats, SourceStatus
+from tcpwatchd.model import AttributionStats, NamespaceStats, Owner, SourceStatus
 from tcpwatchd.snapshot import Snapshot
 from tcpwatchd.sources import (
     ProcNetSource,
@@ -28,10 +28,15 @@ from tcpwatchd.sources import (
 )
 from tcpwatchd.sources.conn_events import ConnectionEventSource
 from tcpwatchd.sources.destroy_events import DestroySubscriber
+from tcpwatchd.sources.foreign import ForeignNamespaces, ForeignPoll
 from tcpwatchd.sources.owners import Attribution, OwnerCache
 from tcpwatchd.sources.port_range import read_port_range
 from tcpwatchd.sources.process_facts import ProcessFactsCache
+from tcpwatchd.sources.workloads import Workloads
+from tcpwatchd.sysctl.procsys import Reading
 from tcpwatchd.table import SocketTable
+
+NO_FOREIGN = ForeignPoll((), (), NamespaceStats(), 0)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,10 +57,13 @@ class SnapshotTaker:
         proc_root: str = "/proc",
         clock: Clock | None = None,
         sockdiag: SocketSource | None = None,
+        namespaces: NamespacesConfig | None = None,
         events: Callable[[], DestroySubscriber] | None = DestroySubscriber,
     ) -> None:
-        """`sockdiag` replaces the netlink source (tests give one that is refused); `events` subscribes
-        to the destroy events (None: polling alone)."""
+        """`sockdiag` replaces the netlink source (tests give one that is refused); `namespaces` says
+        which network namespaces to watch and where pod names are read (the daemon passes its config's;
+        without it, only the own namespace is watched); `events` subscribes to the destroy events (None:
+        polling alone)."""
         self._mode = cfg.source
         self._proc_root = proc_root
         self._clock = clock or Clock()
@@ -63,6 +71,10 @@ class SnapshotTaker:
         self._procnet = ProcNetSource(proc_root=proc_root)
         self._owners = OwnerCache(proc_root=proc_root)
         self._warned: set[str] = set()
+        self._namespaces = namespaces or NamespacesConfig(watch="own")
+        self._workloads = Workloads(proc_root, self._namespaces.host_root)
+        self._foreign: ForeignNamespaces | None = None
+        self._set_foreign()
         self._events = ConnectionEventSource(events)
         self._facts = ProcessFactsCache(
             proc_root=proc_root,
@@ -70,9 +82,36 @@ class SnapshotTaker:
             clock=self._clock.monotonic,
         )
 
-    def reconfigure(self, cfg: DaemonConfig) -> None:
+    def reconfigure(self, cfg: DaemonConfig, namespaces: NamespacesConfig | None = None) -> None:
         self._mode = cfg.source
         self._facts.refresh_seconds = cfg.process_facts_refresh_seconds
+        if namespaces is not None and namespaces != self._namespaces:
+            if namespaces.host_root != self._namespaces.host_root:
+                self._workloads = Workloads(self._proc_root, namespaces.host_root)
+            self._namespaces = namespaces
+            self._set_foreign()
+
+    def close(self) -> None:
+        """Release the destroy-event subscription, close the other namespaces' sockets and stop the
+        namespace thread (the daemon calls this on exit)."""
+        self._events.close()
+        self._close_foreign()
+
+    def _close_foreign(self) -> None:
+        if self._foreign is not None:
+            self._foreign.close()
+            self._foreign = None
+
+    @property
+    def foreign(self) -> ForeignNamespaces | None:
+        """The other namespaces' reader (None with `[namespaces] watch = "own"`), for the sysctl audit."""
+        return self._foreign
+
+    def _set_foreign(self) -> None:
+        if self._namespaces.watch == "all" and self._foreign is None:
+            self._foreign = ForeignNamespaces(self._workloads, self._proc_root)
+        elif self._namespaces.watch == "own":
+            self._close_foreign()
 
     def take(self) -> Snapshot:
         statuses: list[SourceStatus] = []
@@ -80,18 +119,22 @@ class SnapshotTaker:
         scan = self._owners.start_full_scan() if self._owners.needs_full_scan() else None
         try:
             source, sockets = self._sockets(statuses)
+            foreign = self._read_foreign(statuses)
         finally:
             if scan is not None:
                 scan.finish()
+        events = self._events.drain(sockets)  # our namespace's: the destroy events are subscribed there
+        if foreign.parts:  # the other namespaces' sockets after ours: socket inodes are host-wide
+            sockets = SocketTable((*sockets.parts, *foreign.parts))
         attribution = self._timed("owners", statuses, lambda: self._owners.attribute(sockets.column("inode")))
         if attribution is not None:  # a failed read says nothing about completeness: no "complete again"
             self._note_partial(attribution.stats)
         else:
             attribution = Attribution(MappingProxyType({}), AttributionStats())
+        owners = self._named(attribution.owners) if self._namespaces.labels else attribution.owners
         counters = self._timed("kstats", statuses, lambda: read_kernel_counters(self._proc_root)) or {}
-        events = self._events.drain(sockets)
-        owners = list(attribution.owners.values())
-        processes = {(o.pid, o.start_time) for o in dict(zip(map(id, owners), owners, strict=True)).values()}
+        held = list(owners.values())
+        processes = {(o.pid, o.start_time) for o in dict(zip(map(id, held), held, strict=True)).values()}
         facts = self._timed("process_facts", statuses, lambda: self._facts.facts(processes)) or {}
         ports = self._timed("port_range", statuses, lambda: _port_range(self._proc_root))
         return Snapshot(
@@ -99,18 +142,32 @@ class SnapshotTaker:
             monotonic=self._clock.monotonic(),
             source=source,
             sockets=sockets,
-            owners=MappingProxyType(attribution.owners),  # a fresh dict per poll: no copy needed
+            owners=MappingProxyType(owners),  # a fresh dict per poll: no copy needed
             kernel_counters=MappingProxyType(counters),
             sources=tuple(statuses),
             attribution=attribution.stats,
+            namespaces=foreign.namespaces,
+            namespace_stats=foreign.stats,
             connection_events=events,
             process_facts=MappingProxyType(facts),
             port_ranges=MappingProxyType({0: ports} if ports else {}),
         )
 
-    def close(self) -> None:
-        """Release the destroy-event subscription (the daemon calls this on exit)."""
-        self._events.close()
+    def read_namespace_sysctls(self, names: tuple[str, ...]) -> list[tuple[int, tuple[Reading, ...]]]:
+        """(netns id, readings of `names`) for every other namespace the last poll read."""
+        return self._foreign.read_sysctls(names) if self._foreign is not None else []
+
+    def _read_foreign(self, statuses: list[SourceStatus]) -> ForeignPoll:
+        if self._foreign is None:
+            return NO_FOREIGN
+        self._workloads.refresh()  # pod names for the namespaces, then for the owners
+        foreign = self._foreign
+        return self._timed("netns", statuses, foreign.read) or NO_FOREIGN
+
+    def _named(self, owners: Mapping[int, Owner]) -> Mapping[int, Owner]:
+        if self._foreign is None:
+            self._workloads.refresh()
+        return self._workloads.label(owners)
 
     def _sockets(self, statuses: list[SourceStatus]) -> tuple[str, SocketTable]:
         if self._mode in ("auto", "sockdiag"):

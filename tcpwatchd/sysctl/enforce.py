@@ -29,10 +29,17 @@ class SysctlPolicy:
     the last failure per sysctl (to log a persistent failure once), so the daemon can keep one per config.
     """
 
-    def __init__(self, cfg: SysctlConfig, proc_root: str = "/proc") -> None:
-        self._desired = MappingProxyType(dict(cfg.desired))
+    def __init__(
+        self, cfg: SysctlConfig, proc_root: str = "/proc", names: tuple[str, ...] = NAMES, where: str = ""
+    ) -> None:
+        """`names`: the sysctls read (another namespace has no global ones); `where` names the network
+        namespace in log lines when it is not tcpwatchd's own (actions/netns_sysctl.py)."""
+        self._names, self._place = names, where
+        self._where = f" in {where}" if where else ""
+        self._problems = tuple(str(p) for p in find_problems(cfg.desired))
+        wanted = cfg.desired if names == NAMES else {k: v for k, v in cfg.desired.items() if k in names}
+        self._desired = MappingProxyType(dict(wanted))
         self._proc_root = proc_root
-        self._problems = tuple(str(p) for p in find_problems(self._desired))
         self._succeeded: dict[str, int] = {}
         self._failed: dict[str, int] = {}
         self._last_failure: dict[str, str] = {}
@@ -40,25 +47,25 @@ class SysctlPolicy:
 
     def reconfigured(self, cfg: SysctlConfig) -> SysctlPolicy:
         """The policy for a reloaded config, with this one's write counters (counters only ever grow)."""
-        policy = SysctlPolicy(cfg, self._proc_root)
+        policy = SysctlPolicy(cfg, self._proc_root, self._names, self._place)
         policy._succeeded, policy._failed = self._succeeded, self._failed
         policy._last_failure = self._last_failure
         return policy
 
     def check(self) -> SysctlReport:
         """Read every catalogued sysctl and compare; never raises for an unreadable file."""
-        return self._report(read_all(NAMES, self._proc_root), ())
+        return self._report(read_all(self._names, self._proc_root), ())
 
     def enforce(self) -> SysctlReport:
         """Write the drifted desired values (all or nothing on validation), then re-read and compare."""
-        before = read_all(NAMES, self._proc_root)
+        before = read_all(self._names, self._proc_root)
         if self._problems:
             level = logging.DEBUG if self._problems_logged else logging.ERROR
             self._problems_logged = True
             log.log(level, "sysctl policy refused, nothing written: %s", "; ".join(self._problems))
             return self._report(before, ())
         writes = tuple(self._apply(r) for r in before if self._drifted(r))
-        after = read_all(NAMES, self._proc_root) if writes else before
+        after = read_all(self._names, self._proc_root) if writes else before
         return self._report(after, writes)
 
     def _drifted(self, reading: Reading) -> bool:
@@ -76,8 +83,9 @@ class SysctlPolicy:
         self._succeeded[name] = self._succeeded.get(name, 0) + 1
         self._last_failure.pop(name, None)
         log.warning(
-            "set sysctl %s from %d to %d (enforcing the config)",
+            "set sysctl %s%s from %d to %d (enforcing the config)",
             name,
+            self._where,
             reading.value,
             new,
             extra={FIELDS_ATTR: {"TCPWATCHD_FINDING": "sysctl_drift", "MESSAGE_ID": SYSCTL_DRIFT_MESSAGE_ID}},
@@ -89,12 +97,18 @@ class SysctlPolicy:
         level = logging.DEBUG if self._last_failure.get(write.name) == write.error else logging.ERROR
         self._last_failure[write.name] = write.error
         log.log(
-            level, "cannot set sysctl %s from %d to %d: %s", write.name, write.old, write.new, write.error
+            level,
+            "cannot set sysctl %s%s from %d to %d: %s",
+            write.name,
+            self._where,
+            write.old,
+            write.new,
+            write.error,
         )
         return write
 
     def _totals(self) -> tuple[WriteTotal, ...]:
-        names = [n for n in NAMES if n in self._succeeded or n in self._failed]
+        names = [n for n in self._names if n in self._succeeded or n in self._failed]
         return tuple(WriteTotal(n, self._succeeded.get(n, 0), self._failed.get(n, 0)) for n in names)
 
     def _report(self, readings: tuple[Reading, ...], writes: tuple[SysctlWrite, ...]) -> SysctlReport:

@@ -26,6 +26,8 @@ GRAFANA_VARIABLES = {
     "$__range": "1h",
     "$instance": ".*",
     "$process": ".*",
+    "$namespace": ".*",
+    "$pod": ".*",
 }
 
 # What the issue asks the dashboard to show, and an expression fragment that shows it.
@@ -86,6 +88,17 @@ def test_datasource_instance_and_process_variables() -> None:
         assert var["multi"] and var["includeAll"]
         assert var["allValue"] == ".*"  # also matches process="", the unowned sockets
         assert re.fullmatch(rf"label_values\({metric}\b.*, {name}\)", var["query"]["query"])
+
+
+def test_pod_and_namespace_variables_and_per_pod_panels() -> None:
+    variables = _variables()
+    for name in ("namespace", "pod"):
+        var = variables[name]
+        assert var["multi"] and var["includeAll"] and var["allValue"] == ".*"  # "" (host processes) too
+        assert re.fullmatch(rf"label_values\(tcpwatchd_sockets\b.*, {name}\)", var["query"]["query"])
+    per_pod = [e for e in _exprs() if "by (namespace, pod" in e]
+    assert any("tcpwatchd_sockets" in e for e in per_pod)
+    assert any("tcpwatchd_close_wait_leaked_sockets" in e for e in per_pod)
 
 
 @pytest.mark.parametrize("panel", _panels(), ids=lambda p: p["title"])

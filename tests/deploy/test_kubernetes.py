@@ -72,6 +72,7 @@ POD_MONITOR_SCHEMA = {
                         "properties": {
                             "port": {"type": "string"},
                             "path": {"type": "string"},
+                            "honorLabels": {"type": "boolean"},
                             "interval": {"type": "string", "pattern": _DURATION},
                             "relabelings": {"type": "array", "items": _RELABEL},
                         },
@@ -176,7 +177,30 @@ def test_container_privileges_are_the_unit_s() -> None:
     assert ctx["capabilities"]["drop"] == ["ALL"]
     unit = (DEPLOY / "systemd" / "tcpwatchd.service").read_text(encoding="utf-8")
     (ambient,) = re.findall(r"^AmbientCapabilities=(.*)$", unit, flags=re.M)
-    assert {f"CAP_{c}" for c in ctx["capabilities"]["add"]} == set(ambient.split())
+    (containers,) = re.findall(
+        r"^AmbientCapabilities=(.*)$",
+        (DEPLOY / "systemd" / "containers.conf").read_text(encoding="utf-8"),
+        flags=re.M,
+    )
+    # The unit's two, and the containers.conf drop-in's setns capability (every pod is another namespace).
+    assert {f"CAP_{c}" for c in ctx["capabilities"]["add"]} == set(ambient.split()) | {containers}
+
+
+def test_pods_are_watched_and_named_from_read_only_node_files() -> None:
+    cfg = parse_config(_config_text(), "configmap.yaml")
+    assert cfg.namespaces.watch == "all"
+    mounts = {m["mountPath"]: m for m in _container()["volumeMounts"]}
+    volumes = {v["name"]: v for v in _pod()["spec"]["volumes"]}
+    for path in ("/var/log/containers", "/var/log/pods", "/var/lib/docker/containers"):
+        mount = mounts[str(Path(cfg.namespaces.host_root) / path.lstrip("/"))]
+        assert mount["readOnly"] is True
+        assert volumes[mount["name"]]["hostPath"]["path"] == path
+
+
+def test_pod_monitor_keeps_our_pod_labels() -> None:
+    # Without honorLabels, Prometheus renames namespace/pod/container to exported_* (the target's win).
+    (endpoint,) = _load("podmonitor.yaml")["spec"]["podMetricsEndpoints"]
+    assert endpoint["honorLabels"] is True
 
 
 def test_every_manifest_is_in_the_kustomization_and_one_namespace() -> None:

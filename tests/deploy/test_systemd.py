@@ -27,7 +27,7 @@ NEEDED_CAPS = {"CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"}
 # Exposure measured by `systemd-analyze security --offline=yes` (systemd 252): it may only go down.
 # The rest is what the daemon needs: the host's network namespace, netlink and IP sockets, /proc whole,
 # ptrace-read and the two capabilities, other users' processes.
-EXPOSURE_CEILING = {"": 1.8, "enforce.conf": 2.3, "scrape-from-network.conf": 1.9}
+EXPOSURE_CEILING = {"": 1.8, "enforce.conf": 2.3, "scrape-from-network.conf": 1.9, "containers.conf": 2.2}
 EXPOSURE_CEILING |= {"probe.conf": 2.0, "probe-reap.conf": 2.4}  # probing (docs/probing.md)
 
 
@@ -99,6 +99,11 @@ def test_unit_contract() -> None:
     assert _values(text, "PrivateUsers") == ["no"]  # capabilities must count in the host's user namespace
 
 
+def test_containers_dropin_allows_setns_into_network_namespaces_only() -> None:
+    text = (UNIT_DIR / "containers.conf").read_text(encoding="utf-8")
+    assert _values(text, "RestrictNamespaces") == ["net"]  # the unit's "yes" would refuse setns()
+
+
 @pytest.mark.parametrize(
     ("dropin", "caps"),
     [
@@ -106,6 +111,7 @@ def test_unit_contract() -> None:
         ("enforce.conf", {"CAP_NET_ADMIN"}),
         ("probe.conf", set()),  # verify: the unit's CAP_SYS_PTRACE; only pidfd_getfd is allowed back
         ("probe-reap.conf", {"CAP_NET_ADMIN", "CAP_SYS_ADMIN"}),
+        ("containers.conf", {"CAP_SYS_ADMIN"}),
     ],
 )
 def test_capabilities_are_exactly_the_needed_ones(dropin: str, caps: set[str]) -> None:

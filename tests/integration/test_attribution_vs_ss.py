@@ -80,7 +80,8 @@ def tcpwatchd_counts(
     ns: NetNS, tmp_path: Path, source: str
 ) -> tuple[Counter[tuple[str, str]], dict[str, Any]]:
     cfg = tmp_path / f"{source}.toml"
-    cfg.write_text(f'[daemon]\nsource = "{source}"\n[sysctl]\nmode = "off"\n')
+    # ss -tanp sees this namespace only: so must tcpwatchd (the machine's other namespaces are others').
+    cfg.write_text(f'[daemon]\nsource = "{source}"\n[sysctl]\nmode = "off"\n[namespaces]\nwatch = "own"\n')
     proc = ns.run(sys.executable, "-m", "tcpwatchd", "snapshot", "--json", "--local", "-c", str(cfg))
     data = json.loads(proc.stdout)
     counts: Counter[tuple[str, str]] = Counter()

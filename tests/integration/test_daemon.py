@@ -24,6 +24,7 @@ from tests.support.netns import REPO, NetNS, stop, wait_line, wait_until
 pytestmark = pytest.mark.integration
 
 PORT = 9814
+OWN_NS = (("namespace", ""), ("netns", ""), ("pod", ""))  # tcpwatchd's own network namespace
 HOSTILE = b'ev"il\\n\nx\xff'  # quotes, backslash, newline, invalid UTF-8
 
 
@@ -114,10 +115,10 @@ def test_daemon_lifecycle(ns: NetNS, tmp_path: Path) -> None:
             for (n, ls) in got
         )
         assert got[("tcpwatchd_source_success", (("source", "sockdiag"),))] == 1
-        assert ("tcpwatchd_kernel_tcp_aborts_total", (("reason", "on_close"),)) in got
+        assert ("tcpwatchd_kernel_tcp_aborts_total", (*OWN_NS, ("reason", "on_close"))) in got
         assert got[("tcpwatchd_poll_duration_seconds_count", ())] >= 1
         assert abs(got[("tcpwatchd_last_poll_timestamp_seconds", ())] - time.time()) < 30
-        assert ("tcpwatchd_sysctl_compliant", (("name", "net.ipv4.tcp_keepalive_time"),)) in got
+        assert ("tcpwatchd_sysctl_compliant", (("name", "net.ipv4.tcp_keepalive_time"), *OWN_NS)) in got
 
         # A bad config on SIGHUP is refused; the daemon keeps running on the old one.
         cfg.write_text("[daemon]\npoll_interval_seconds = -5\n")
@@ -132,7 +133,7 @@ def test_daemon_lifecycle(ns: NetNS, tmp_path: Path) -> None:
         )
         daemon.send_signal(signal.SIGHUP)
         wait_until(lambda: _serves(ns, 9815), timeout=15, what="the new port")
-        compliant = ("tcpwatchd_sysctl_compliant", (("name", "net.ipv4.tcp_keepalive_time"),))
+        compliant = ("tcpwatchd_sysctl_compliant", (("name", "net.ipv4.tcp_keepalive_time"), *OWN_NS))
         wait_until(lambda: compliant not in samples(scrape(ns, 9815)), timeout=10, what="sysctl mode off")
 
         daemon.send_signal(signal.SIGTERM)
@@ -191,8 +192,8 @@ def test_port_in_use_is_a_clear_error(ns: NetNS, tmp_path: Path) -> None:
 def test_enforce_mode_reapplies_drift_in_its_namespace(ns: NetNS, tmp_path: Path) -> None:
     """The daemon writes the policy at start and again when something changes it behind its back."""
     key = "net.ipv4.tcp_keepalive_time"
-    compliant = ("tcpwatchd_sysctl_compliant", (("name", key),))
-    value = ("tcpwatchd_sysctl_value", (("name", key),))
+    compliant = ("tcpwatchd_sysctl_compliant", (("name", key), *OWN_NS))
+    value = ("tcpwatchd_sysctl_value", (("name", key), *OWN_NS))
     assert ns.run("sysctl", "-n", key).stdout.strip() == "7200"  # a fresh namespace has the kernel default
     cfg = tmp_path / "enforce.toml"
     cfg.write_text(
@@ -210,7 +211,7 @@ def test_enforce_mode_reapplies_drift_in_its_namespace(ns: NetNS, tmp_path: Path
         )
         got = samples(scrape(ns))
         assert got[compliant] == 1 and got[value] == 600
-        assert got[("tcpwatchd_sysctl_writes_total", (("name", key),))] == 2
+        assert got[("tcpwatchd_sysctl_writes_total", (("name", key), *OWN_NS))] == 2
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=15) == 0
         err = daemon.stderr.read() if daemon.stderr else ""

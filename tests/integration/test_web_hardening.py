@@ -214,6 +214,9 @@ def test_a_poll_that_cannot_start_its_thread_fails_alone_and_is_counted(tmp_path
     errors = ("tcpwatchd_poll_errors_total", (("stage", "poll"),))
     cfg = config(tmp_path)
     cfg.write_text(cfg.read_text().replace("[daemon]\n", '[daemon]\nsource = "sockdiag"\n'))
+    # One namespace: other namespaces' reads lengthen the poll, and a transient helper thread counted in
+    # pids.current would leave room for the next poll's thread.
+    cfg.write_text(cfg.read_text() + '[namespaces]\nwatch = "own"\n')
     with NetNS() as ns, PidsLimit(4096) as limit:
         daemon = start(ns, cfg)
         limit.add(daemon.pid)

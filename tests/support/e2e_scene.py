@@ -61,6 +61,9 @@ min_age_seconds = 2
 min_retransmits = 3
 [sysctl]
 mode = "audit"
+[namespaces]
+# The scene is one namespace: the machine's other namespaces (other tests') would be noise here.
+watch = "own"
 """
 
 

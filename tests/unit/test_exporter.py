@@ -60,9 +60,11 @@ def test_exposition_is_valid_with_hostile_names_and_counts_match() -> None:
     assert get("tcpwatchd_sockets", {"state": "established", "process": HOSTILE, **NO_POD}) == 1
     assert get("tcpwatchd_sockets", {"state": "close_wait", "process": "api", **NO_POD}) == 1
     assert get("tcpwatchd_sockets", {"state": "time_wait", "process": "", **NO_POD}) == 1
-    assert get("tcpwatchd_kernel_tcp_aborts_total", {"reason": "on_close"}) == 7
-    assert get("tcpwatchd_kernel_tcp_aborts_total", {"reason": "on_data"}) == 2
-    assert get("tcpwatchd_kernel_tcp_aborts_total", {"reason": "on_memory"}) is None  # absent on this kernel
+    own = {"namespace": "", "pod": "", "netns": ""}  # tcpwatchd's own network namespace
+    assert get("tcpwatchd_kernel_tcp_aborts_total", {"reason": "on_close", **own}) == 7
+    assert get("tcpwatchd_kernel_tcp_aborts_total", {"reason": "on_data", **own}) == 2
+    assert get("tcpwatchd_kernel_tcp_aborts_total", {"reason": "on_memory", **own}) is None  # absent here
+    assert get("tcpwatchd_network_namespaces", {"mode": "sockdiag"}) == 1  # only the own one
     assert get("tcpwatchd_source_success", {"source": "sockdiag"}) == 1
     assert get("tcpwatchd_poll_duration_seconds_bucket", {"le": "0.025"}) == 1
     assert get("tcpwatchd_poll_duration_seconds_bucket", {"le": "0.01"}) == 0

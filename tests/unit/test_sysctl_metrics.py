@@ -13,6 +13,7 @@ from tcpwatchd.outputs.sysctl_metrics import sysctl_metrics
 from tcpwatchd.sysctl.audit import SysctlReport, WriteTotal, build_report
 from tcpwatchd.sysctl.procsys import Reading
 
+OWN = {"namespace": "", "pod": "", "netns": ""}  # tcpwatchd's own network namespace
 DESIRED = {"net.ipv4.tcp_keepalive_time": 600, "net.ipv4.tcp_keepalive_intvl": 75}
 
 
@@ -22,6 +23,11 @@ class _Collect(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from sysctl_metrics(self.report)
+
+
+def _own(r: CollectorRegistry, family: str, name: str) -> float | None:
+    """The sample of `family` for sysctl `name` in tcpwatchd's own network namespace."""
+    return r.get_sample_value(family, {"name": name, **OWN})
 
 
 def _registry(report: SysctlReport) -> CollectorRegistry:
@@ -43,14 +49,12 @@ def _report(**extra: object) -> SysctlReport:
 
 def test_values_desired_and_compliance() -> None:
     r = _registry(_report())
-    assert r.get_sample_value("tcpwatchd_sysctl_value", {"name": "net.ipv4.tcp_keepalive_time"}) == 7200
-    assert r.get_sample_value("tcpwatchd_sysctl_value", {"name": "net.ipv4.tcp_retries2"}) == 15
-    assert r.get_sample_value("tcpwatchd_sysctl_value", {"name": "net.ipv4.tcp_max_orphans"}) is None
-    assert (
-        r.get_sample_value("tcpwatchd_sysctl_desired_value", {"name": "net.ipv4.tcp_keepalive_time"}) == 600
-    )
-    assert r.get_sample_value("tcpwatchd_sysctl_compliant", {"name": "net.ipv4.tcp_keepalive_time"}) == 0
-    assert r.get_sample_value("tcpwatchd_sysctl_compliant", {"name": "net.ipv4.tcp_keepalive_intvl"}) == 1
+    assert _own(r, "tcpwatchd_sysctl_value", "net.ipv4.tcp_keepalive_time") == 7200
+    assert _own(r, "tcpwatchd_sysctl_value", "net.ipv4.tcp_retries2") == 15
+    assert _own(r, "tcpwatchd_sysctl_value", "net.ipv4.tcp_max_orphans") is None
+    assert _own(r, "tcpwatchd_sysctl_desired_value", "net.ipv4.tcp_keepalive_time") == 600
+    assert _own(r, "tcpwatchd_sysctl_compliant", "net.ipv4.tcp_keepalive_time") == 0
+    assert _own(r, "tcpwatchd_sysctl_compliant", "net.ipv4.tcp_keepalive_intvl") == 1
 
 
 @pytest.mark.parametrize("family", ["tcpwatchd_sysctl_desired_value", "tcpwatchd_sysctl_compliant"])
@@ -62,8 +66,8 @@ def test_desired_and_compliant_only_for_names_with_a_desired_value(family: str) 
 def test_unreadable_desired_sysctl_is_not_compliant() -> None:
     report = build_report((Reading("net.ipv4.tcp_keepalive_time", None, "cannot read: EACCES"),), DESIRED)
     r = _registry(report)
-    assert r.get_sample_value("tcpwatchd_sysctl_compliant", {"name": "net.ipv4.tcp_keepalive_time"}) == 0
-    assert r.get_sample_value("tcpwatchd_sysctl_value", {"name": "net.ipv4.tcp_keepalive_time"}) is None
+    assert _own(r, "tcpwatchd_sysctl_compliant", "net.ipv4.tcp_keepalive_time") == 0
+    assert _own(r, "tcpwatchd_sysctl_value", "net.ipv4.tcp_keepalive_time") is None
 
 
 def test_derived_times() -> None:
@@ -81,9 +85,11 @@ def test_derived_times_absent_when_unknown() -> None:
 def test_write_counters() -> None:
     totals = (WriteTotal("net.ipv4.tcp_keepalive_time", 3, 1),)
     r = _registry(_report(write_totals=totals))
-    assert r.get_sample_value("tcpwatchd_sysctl_writes_total", {"name": "net.ipv4.tcp_keepalive_time"}) == 3
+    assert _own(r, "tcpwatchd_sysctl_writes_total", "net.ipv4.tcp_keepalive_time") == 3
     assert (
-        r.get_sample_value("tcpwatchd_sysctl_write_errors_total", {"name": "net.ipv4.tcp_keepalive_time"})
+        r.get_sample_value(
+            "tcpwatchd_sysctl_write_errors_total", {"name": "net.ipv4.tcp_keepalive_time", **OWN}
+        )
         == 1
     )
 
