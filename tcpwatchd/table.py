@@ -142,6 +142,15 @@ class SocketTable(Sequence[Socket]):
     def sockets(self, rows: Sequence[int]) -> list[Socket]:
         return [self.socket(i) for i in rows]
 
+    @property
+    def released(self) -> bool:
+        """True after `release`: only the built columns remain, no row can be decoded."""
+        return self._released
+
+    def has_column(self, name: Column) -> bool:
+        """True when `column(name)` is already built (it costs nothing more to read)."""
+        return name in self._memo
+
     def column(self, name: Column) -> Values:
         """One field for every socket, in row order (memoised: do not mutate it). Numbers from a dump
         come as a compact `array.array`, other columns as lists; both index, iterate and compare."""

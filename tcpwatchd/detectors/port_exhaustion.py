@@ -14,6 +14,7 @@ A destination is counted under the process holding most of its sockets ("" when 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from itertools import compress
 from operator import and_, not_
 from types import MappingProxyType
@@ -34,6 +35,7 @@ from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, reg
 from tcpwatchd.model import NOBODY, ProcessLabels, TcpState
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.snapshot import row_labels
+from tcpwatchd.table import Derived
 from tcpwatchd.tracker import TrackedPoll
 
 PORT_EXHAUSTION = Kind("port_exhaustion")
@@ -46,15 +48,50 @@ class PortExhaustionConfig(DetectorSettings):
     max_fill: float = Field(0.5, gt=0, le=1)
 
 
+# The destinations and their holders read the 4-tuples, states, inodes (with the owners) and namespaces.
+# A row's key stands for its 4-tuple and namespace (a socket's cookie never changes its addresses; the
+# /proc key is the 4-tuple), so the address columns need not be compared to carry this over: in a steady
+# poll nothing is counted again.
+# (the port range counted, ports in use per destination, each destination's holder, every process)
+Destinations = tuple[
+    tuple[int, int], Mapping[Destination, int], Mapping[Destination, ProcessLabels], frozenset[ProcessLabels]
+]
+_DESTINATIONS = Derived[Destinations](
+    "port_exhaustion.destinations", reads=("key", "state", "inode", "local_port", "netns"), owners=True
+)
+
+
 def detect_port_exhaustion(tracked: TrackedPoll, cfg: PortExhaustionConfig, ctx: Context) -> Outcome:
     snap = tracked.snapshot
-    table = snap.sockets
-    states, ports, spaces = table.column("state"), table.column("local_port"), table.column("netns")
     ranges = snap.port_ranges
     if not ranges:
         return Outcome()  # no /proc/sys to read (a sandbox): nothing to judge against
     low = min(r.low for r in ranges.values())
     high = max(r.high for r in ranges.values())
+    counted = snap.sockets.derive(_DESTINATIONS, lambda: _destinations(tracked, low, high))
+    if counted[0] != (low, high):  # the range changed under unchanged sockets (rare): count afresh
+        counted = _destinations(tracked, low, high)
+    _range, use, holders, everyone = counted
+    worst: dict[ProcessLabels, float] = dict.fromkeys(everyone, 0.0)
+    findings = []
+    for dest, n in use.items():
+        usable = ranges[dest[0]].usable if dest[0] in ranges else 0
+        if usable <= 0:
+            continue
+        who = holders.get(dest, NOBODY)
+        ratio = n / usable
+        worst[who] = max(worst.get(who, 0.0), ratio)
+        if ratio >= cfg.max_fill:
+            findings.append(_finding(tracked, dest, who, n, usable))
+    outcome = listed_outcome(findings)
+    return Outcome(outcome.findings, outcome.counts, values=MappingProxyType({USE_RATIO: worst}))
+
+
+def _destinations(tracked: TrackedPoll, low: int, high: int) -> Destinations:
+    """Local ports in use per destination, and who holds the most of each (the first of the most)."""
+    snap = tracked.snapshot
+    table = snap.sockets
+    states, ports, spaces = table.column("state"), table.column("local_port"), table.column("netns")
     listening = {(spaces[r], ports[r]) for r in table.rows_in(TcpState.LISTEN)}
     # Which rows hold an ephemeral port, decided in C (a host has ~100k rows): in the range, not
     # LISTEN/CLOSE, not a listener's port (an accepted connection).
@@ -78,25 +115,17 @@ def detect_port_exhaustion(tracked: TrackedPoll, cfg: PortExhaustionConfig, ctx:
         )
     )
     labels = row_labels(snap)
-    use: Counter[Destination] = Counter(dests)
     held = Counter(zip(dests, compress(labels, chosen), strict=True))
-    holders: dict[Destination, tuple[ProcessLabels, int]] = {}  # the first of the most holding
+    holders: dict[Destination, tuple[ProcessLabels, int]] = {}
     for (dest, who), n in held.items():
         if who != NOBODY and n > holders.get(dest, (NOBODY, 0))[1]:
             holders[dest] = (who, n)
-    worst: dict[ProcessLabels, float] = dict.fromkeys(set(labels), 0.0)
-    findings = []
-    for dest, n in use.items():
-        usable = ranges[dest[0]].usable if dest[0] in ranges else 0
-        if usable <= 0:
-            continue
-        who = holders[dest][0] if dest in holders else NOBODY
-        ratio = n / usable
-        worst[who] = max(worst.get(who, 0.0), ratio)
-        if ratio >= cfg.max_fill:
-            findings.append(_finding(tracked, dest, who, n, usable))
-    outcome = listed_outcome(findings)
-    return Outcome(outcome.findings, outcome.counts, values=MappingProxyType({USE_RATIO: worst}))
+    return (
+        (low, high),
+        MappingProxyType(Counter(dests)),
+        MappingProxyType({dest: who for dest, (who, _n) in holders.items()}),
+        frozenset(labels),
+    )
 
 
 def _finding(tracked: TrackedPoll, dest: Destination, who: ProcessLabels, n: int, usable: int) -> Finding:
