@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from tcpwatchd.detectors.base import Context, Finding, Kind, Outcome, Probed
+from tcpwatchd.detectors.base import Context, Finding, Kind, Outcome
 from tcpwatchd.detectors.registry import DetectorSpec, registered
 from tcpwatchd.model import ProcessLabels
 from tcpwatchd.rules import Rules, Run
 from tcpwatchd.sections import DetectSections
 from tcpwatchd.snapshot import count_by_state_and_process
 from tcpwatchd.tracker import TrackedPoll
+from tcpwatchd.verdicts import Probed
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,8 +30,8 @@ from tcpwatchd.actions.probe_types import (
 )
 from tcpwatchd.actions.sockops import KeepaliveOptions, Target
 from tcpwatchd.allowlist import first_match
-from tcpwatchd.detectors.base import Probed, Proof
 from tcpwatchd.model import ProcessLabels, Socket, TcpState
+from tcpwatchd.verdicts import Probed, Proof
 
 _REMEMBER = 4096
 _PROOFS = {Result.ALIVE: Proof.ALIVE, Result.DEAD: Proof.DEAD, Result.UNREACHABLE: Proof.UNREACHABLE}

@@ -19,12 +19,13 @@ from itertools import compress
 from tcpwatchd.actions.probe_types import Candidate, ProbeEvent, ProbeOps, ProbeSettings, ProbeSummary
 from tcpwatchd.actions.prober import Prober
 from tcpwatchd.actions.system_ops import SystemOps
-from tcpwatchd.detectors.base import Kind, Probed, Proof
+from tcpwatchd.detectors.base import Kind
 from tcpwatchd.detectors.phantom import IDLE_SUSPECT, PHANTOM, SPEC, PhantomConfig
 from tcpwatchd.model import Socket
 from tcpwatchd.report import Report
 from tcpwatchd.sections import DetectSections
 from tcpwatchd.tracker import TrackedPoll
+from tcpwatchd.verdicts import Probed, Proof
 
 COOKIE_SOURCE = "sockdiag"  # the only source whose "key" column is the kernel's socket cookie
 _KINDS: tuple[tuple[Kind, bool], ...] = ((PHANTOM, True), (IDLE_SUSPECT, False))  # (kind, superseded)

@@ -7,7 +7,6 @@ A detector is a pure function of the tracker's view, its own config section and 
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from tcpwatchd.model import NOBODY, Owner, ProcessLabels, Socket, Workload
 from tcpwatchd.openings import peer_address as peer_address  # re-exported: detectors key peers with it
 from tcpwatchd.snapshot import pod_labels, row_labels
 from tcpwatchd.tracker import TrackedPoll
+from tcpwatchd.verdicts import Probed
 
 
 class Kind(str):
@@ -135,24 +135,6 @@ class Outcome:
     port_values: Mapping[str, Mapping[tuple[ProcessLabels, int], float]] = field(
         default_factory=lambda: MappingProxyType({})
     )
-
-
-class Proof(enum.Enum):
-    """What an active probe of a connection says so far (docs/probing.md)."""
-
-    PROBING = "probing"  # a keepalive is armed by tcpwatchd, no verdict yet
-    ALIVE = "alive"  # the peer acknowledged a probe
-    DEAD = "dead"  # the peer answered with RST
-    UNREACHABLE = "unreachable"  # the probe budget went unanswered
-
-
-@dataclass(frozen=True, slots=True)
-class Probed:
-    """One connection's probe verdict, as data for the detectors: `at` is the monotonic time of the poll
-    that armed (PROBING) or settled it, on the clock of `TrackedPoll.now`."""
-
-    proof: Proof
-    at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,8 +39,6 @@ from tcpwatchd.detectors.base import (
     Finding,
     Kind,
     Outcome,
-    Probed,
-    Proof,
     mass_outcome,
     peer_address,
     row_finding,
@@ -50,6 +48,7 @@ from tcpwatchd.model import TcpState, TimerKind
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import TrackedPoll
+from tcpwatchd.verdicts import Probed, Proof
 
 PHANTOM = Kind("phantom")
 IDLE_SUSPECT = Kind("idle_suspect")

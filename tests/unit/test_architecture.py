@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.logs": 0,
     "tcpwatchd.sdnotify": 0,
     "tcpwatchd.saferead": 0,
+    "tcpwatchd.verdicts": 0,
     "tcpwatchd.rules_config": 0,
     "tcpwatchd.allowlist": 0,  # pure rule parsing: config validates [detect.phantom] probe_allow with it
     "tcpwatchd.facts": 0,

@@ -14,11 +14,11 @@ from tcpwatchd.actions.probe_types import Action, ProbeEvent, Result
 from tcpwatchd.actions.probing import ProbeStage, candidates
 from tcpwatchd.actions.sockops import KeepaliveOptions, SocketStatus, Target
 from tcpwatchd.config import ConfigError, parse_config
-from tcpwatchd.detectors.base import Probed, Proof
 from tcpwatchd.detectors.phantom import IDLE_SUSPECT
 from tcpwatchd.model import Socket, TimerKind, Workload
 from tcpwatchd.outputs.probe_log import FAILED_MESSAGE_ID, PROOF_MESSAGE_ID, ProbeLog
 from tcpwatchd.report import Report, build_report
+from tcpwatchd.verdicts import Probed, Proof
 from tests.support.builders import owner
 from tests.support.detect_snapshots import Scenario, conn, detect_config, info
 
