@@ -10,15 +10,16 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 from tcpwatchd.actions.netns_sysctl import NamespaceSysctl, NamespaceSysctls
 from tcpwatchd.actions.probe_types import ProbeEvent
 from tcpwatchd.actions.probing import ProbeStage, ProbeStep
 from tcpwatchd.config import Config
-from tcpwatchd.detectors.registry import registered
+from tcpwatchd.detectors.registry import DetectorSpec, registered
 from tcpwatchd.model import ProcessLabels, SourceStatus
 from tcpwatchd.openings import OpeningWindows
 from tcpwatchd.rekey import REKEY_COLUMNS
@@ -86,31 +87,35 @@ def _cyclic_gc_paused(polls: int) -> Iterator[None]:
             gc.enable()
 
 
+T = TypeVar("T")
+
+
 def _history_seconds(cfg: Config, rules: Rules | None = None) -> float:
     """How far back the tracker must remember openings: the longest any enabled detector asks for,
     under the defaults or any `[[override]]`."""
-    rules = rules or Rules.of(cfg)
-    wanted = [
-        spec.remembers_openings(settings)
+    wanted = _asked(cfg, rules or Rules.of(cfg), lambda spec: spec.remembers_openings)
+    return max(wanted, default=0.0) + 2 * cfg.daemon.poll_interval_seconds
+
+
+def _asked(
+    cfg: Config, rules: Rules, ask: Callable[[DetectorSpec[Any]], Callable[[Any], T] | None]
+) -> list[T]:
+    """What each enabled detector asks for (`ask(spec)` applied to its settings), under the defaults and
+    every `[[override]]` that changes it."""
+    return [
+        question(settings)
         for spec in registered()
-        if spec.remembers_openings is not None
+        if (question := ask(spec)) is not None
         for settings in rules.variants(spec, cfg.detect)
         if settings.enabled
     ]
-    return max(wanted, default=0.0) + 2 * cfg.daemon.poll_interval_seconds
 
 
 def _opening_windows(cfg: Config, rules: Rules | None = None) -> OpeningWindows:
     """The widest (window, baseline) an enabled detector asks the opening buckets to cover, under the
     defaults or any `[[override]]`."""
     rules = rules or Rules.of(cfg)
-    pairs = [
-        spec.opening_windows(settings)
-        for spec in registered()
-        if spec.opening_windows is not None
-        for settings in rules.variants(spec, cfg.detect)
-        if settings.enabled
-    ]
+    pairs = _asked(cfg, rules, lambda spec: spec.opening_windows)
     keep = _history_seconds(cfg, rules)
     if not pairs:
         return OpeningWindows(keep_seconds=keep)

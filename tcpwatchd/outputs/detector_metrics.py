@@ -10,6 +10,8 @@ disabled, or raised in this poll, emits no gauges at all.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from tcpwatchd.detectors.registry import registered
@@ -72,26 +74,31 @@ def _port_gauge(name: str, help: str, series: SeriesView, report: Report, key: s
 
 
 def _opened(series: SeriesView) -> CounterMetricFamily:
-    family = CounterMetricFamily(
+    return _counter(
         "tcpwatchd_connections_opened",
         "New connections since tcpwatchd started (first seen in a poll, or opened and closed between two "
         'polls when destroy events are available), by owning process ("" when none held it yet).',
-        labels=series.names,
+        series,
+        series.opened,
     )
-    for labels, total in sorted(series.opened.items()):
-        family.add_metric(list(labels), total)
-    return family
 
 
 def _closed(series: SeriesView) -> CounterMetricFamily:
-    family = CounterMetricFamily(
+    return _counter(
         "tcpwatchd_connections_closed",
         "Connections gone from the kernel's table since tcpwatchd started, sub-poll ones included when "
         'destroy events are available, by owning process (the listener\'s owner for a server side; "" '
         "when none is known).",
-        labels=series.names,
+        series,
+        series.closed,
     )
-    for labels, total in sorted(series.closed.items()):
+
+
+def _counter(
+    name: str, help: str, series: SeriesView, totals: Mapping[tuple[str, ...], float]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help, labels=series.names)
+    for labels, total in sorted(totals.items()):
         family.add_metric(list(labels), total)
     return family
 
