@@ -172,6 +172,10 @@ class Workload:
     pod: str = ""
     container: str = ""
 
+    def labels(self, process: str) -> ProcessLabels:
+        """The series identity of `process` running here."""
+        return ProcessLabels(process, self.namespace, self.pod, self.container)
+
 
 NO_WORKLOAD = Workload()
 
@@ -206,8 +210,7 @@ class Owner:
 
     @property
     def labels(self) -> ProcessLabels:
-        w = self.workload
-        return ProcessLabels(self.name, w.namespace, w.pod, w.container)
+        return self.workload.labels(self.name)
 
 
 @dataclass(frozen=True, slots=True)

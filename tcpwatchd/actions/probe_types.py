@@ -55,8 +55,7 @@ class Candidate:
     @property
     def labels(self) -> ProcessLabels:
         """The per-process series the probe counts under (the same identity as every detector gauge)."""
-        w = self.workload
-        return ProcessLabels(self.process, w.namespace, w.pod, w.container)
+        return self.workload.labels(self.process)
 
 
 @dataclass(frozen=True, slots=True)

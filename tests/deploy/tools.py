@@ -39,6 +39,11 @@ CONTRACT_METRICS = frozenset(
         "tcpwatchd_connection_events_source",
         "tcpwatchd_kernel_listen_overflows_total",
         "tcpwatchd_kernel_listen_drops_total",
+    }
+)
+# Issue 13's per-process contract: the end states seen coming, and every connection counted.
+ROUND_TWO_PROCESS_METRICS = frozenset(
+    {
         "tcpwatchd_connections_closed_total",
         "tcpwatchd_listen_queue_length",
         "tcpwatchd_listen_queue_limit",
@@ -50,6 +55,7 @@ CONTRACT_METRICS = frozenset(
         "tcpwatchd_port_exhaustion_destinations",
     }
 )
+CONTRACT_METRICS |= ROUND_TWO_PROCESS_METRICS
 # Issue 14's contract: probing phantoms ([detect.phantom] probe).
 PROBE_METRICS = frozenset(
     {
@@ -73,18 +79,9 @@ PROCESS_METRICS = frozenset(
         "tcpwatchd_keepalive_off_connections",
         "tcpwatchd_stalled_receive_connections",
         "tcpwatchd_unresponsive_peer_connections",
-        "tcpwatchd_connections_closed_total",
-        "tcpwatchd_listen_queue_length",
-        "tcpwatchd_listen_queue_limit",
-        "tcpwatchd_listen_saturated_listeners",
-        "tcpwatchd_process_open_fds",
-        "tcpwatchd_process_max_fds",
-        "tcpwatchd_fd_exhaustion_seconds",
-        "tcpwatchd_ephemeral_port_use_ratio",
-        "tcpwatchd_port_exhaustion_destinations",
     }
 )
-PROCESS_METRICS |= PROBE_METRICS
+PROCESS_METRICS |= ROUND_TWO_PROCESS_METRICS | PROBE_METRICS
 
 _METRIC = re.compile(r"(?<![\w:$])(tcpwatchd_\w+)")
 

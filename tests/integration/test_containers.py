@@ -11,7 +11,6 @@ Other tests on this machine make namespaces too: every check looks only at the p
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from tcpwatchd.config import Config
 from tcpwatchd.poller import Poller, PollResult
 from tests.support.env import require_netns
 from tests.support.fake_node import Container, FakeNode, controller_root, docker_container, pod_container
-from tests.support.netns import REPO, NetNS, stop, wait_line, wait_until
+from tests.support.netns import REPO, NetNS, fd_count, stop, unshared_sleepers, wait_line, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -165,10 +164,6 @@ def test_keepalive_audit_shows_each_namespace(node: Node) -> None:
     assert api.entry("net.ipv4.tcp_max_orphans") is None  # a global sysctl is not audited per namespace
 
 
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 def test_namespace_churn_leaves_no_fd_behind(node: Node) -> None:
     poller = Poller(config(node.host_root))
     alive: list[subprocess.Popen[str]] = []
@@ -179,15 +174,7 @@ def test_namespace_churn_leaves_no_fd_behind(node: Node) -> None:
         for _ in range(5):
             for child in alive:
                 stop(child)
-            alive = [
-                subprocess.Popen(["unshare", "-n", "sleep", "30"], start_new_session=True, text=True)
-                for _ in range(20)
-            ]
-            for child in alive:
-                path = f"/proc/{child.pid}/ns/net"
-                wait_until(
-                    lambda p=path: os.stat(p).st_ino != os.stat("/proc/self/ns/net").st_ino, what="unshare"
-                )
+            alive = unshared_sleepers(20)
             result = poller.poll()
             assert result.snapshot.namespace_stats.failed == 0
         for child in alive:

@@ -22,7 +22,7 @@ from tcpwatchd.sources.nsdiag import NamespaceSet, WatchedNamespace
 from tcpwatchd.sources.nsenter import NamespaceGone, NamespaceWorker, Visit
 from tcpwatchd.sysctl.procsys import read_sysctl
 from tests.support.env import require_netns
-from tests.support.netns import REPO, NetNS, stop, wait_line, wait_until
+from tests.support.netns import REPO, NetNS, fd_count, stop, unshared_sleepers, wait_line, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,10 +44,6 @@ def ino(ns: NetNS) -> int:
 def ss_states(ns: NetNS) -> Counter[str]:
     rows = ns.run("ss", "-tanH").stdout.splitlines()
     return Counter(SS_STATES.get(row.split()[0], row.split()[0]) for row in rows if row.strip())
-
-
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def find(watched: list[WatchedNamespace], ns: NetNS) -> WatchedNamespace:
@@ -163,16 +159,8 @@ def test_namespace_churn_leaves_no_fd_behind(namespaces: NamespaceSet) -> None:
         for _ in range(10):
             for child in alive:
                 stop(child)
-            alive = [
-                subprocess.Popen(["unshare", "-n", "sleep", "30"], start_new_session=True, text=True)
-                for _ in range(20)
-            ]
-            for child in alive:
-                path = f"/proc/{child.pid}/ns/net"
-                wait_until(
-                    lambda p=path: os.stat(p).st_ino != os.stat("/proc/self/ns/net").st_ino, what="unshare"
-                )
-                made.add(os.stat(path).st_ino)
+            alive = unshared_sleepers(20)
+            made.update(os.stat(f"/proc/{child.pid}/ns/net").st_ino for child in alive)
             watched = namespaces.refresh()
             ours = [w for w in watched if w.key.ino in made]
             assert len(ours) >= 20 and all(w.mode == "sockdiag" for w in ours)

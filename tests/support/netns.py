@@ -147,3 +147,22 @@ def veth(ns_a: NetNS, addr_a: str, ns_b: NetNS, addr_b: str, prefix: int = 24) -
         _ip("-n", ns.name, "addr", "add", f"{addr}/{prefix}", "dev", link)
         _ip("-n", ns.name, "link", "set", link, "up")
     return a, b
+
+
+def unshared_sleepers(count: int) -> list[subprocess.Popen[str]]:
+    """`count` children each in a network namespace of its own (`unshare -n sleep 30`), returned once
+    every one has left ours; the caller stops them by pid (`stop`)."""
+    children = [
+        subprocess.Popen(["unshare", "-n", "sleep", "30"], start_new_session=True, text=True)
+        for _ in range(count)
+    ]
+    own = os.stat("/proc/self/ns/net").st_ino
+    for child in children:
+        path = f"/proc/{child.pid}/ns/net"
+        wait_until(lambda p=path: os.stat(p).st_ino != own, what="unshare")
+    return children
+
+
+def fd_count() -> int:
+    """File descriptors this process holds now."""
+    return len(os.listdir("/proc/self/fd"))

@@ -26,45 +26,25 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
 
 
+def _new_key(key: Path, out: Path, name: str, *extra: str) -> None:
+    """`openssl req` with a fresh P-256 key in `key`, subject CN=`name`: a CSR in `out`, or with `-x509`
+    among `extra` a self-signed certificate."""
+    _openssl(
+        "req", *extra, "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(key), "-out", str(out), "-subj", f"/CN={name}",
+    )  # fmt: skip
+
+
 def _ca(d: Path, name: str) -> tuple[Path, Path]:
     key, cert = d / f"{name}.key", d / f"{name}.pem"
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(cert),
-        "-days",
-        "2",
-        "-subj",
-        f"/CN={name}",
-    )
+    _new_key(key, cert, name, "-x509", "-days", "2")
     return cert, key
 
 
 def _leaf(d: Path, name: str, ca: tuple[Path, Path], san: str, usage: str) -> tuple[Path, Path]:
     key, csr, cert, ext = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem", d / f"{name}.ext"
     ext.write_text(f"subjectAltName={san}\nextendedKeyUsage={usage}\n")
-    _openssl(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        "-subj",
-        f"/CN={name}",
-    )
+    _new_key(key, csr, name)
     _openssl(
         "x509",
         "-req",
