@@ -8,8 +8,9 @@ computed once per poll and memoised on the socket table, declared with the colum
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter
@@ -130,26 +131,86 @@ def _row_names(snap: Snapshot) -> list[str]:
 
 
 def _row_labels(snap: Snapshot) -> list[ProcessLabels]:
+    processes = row_processes(snap)
+    return list(map(processes.labels.__getitem__, processes.codes))
+
+
+@dataclass(frozen=True, slots=True)
+class RowProcesses:
+    """Every row's counted owner as a small integer: `labels[codes[row]]` is the row's series identity.
+
+    Bytes when at most 256 processes hold sockets (then a process's rows are found with bytes.find and
+    counted with bytes.count, in C), else an array of u32. Equal labels share one code, so two processes
+    of one name in one pod count as one series, as everywhere else."""
+
+    labels: tuple[ProcessLabels, ...]
+    codes: bytes | array[int]
+
+    def codes_of(self, rows: Sequence[int]) -> bytes | array[int]:
+        """The codes of `rows`, in their order."""
+        if len(rows) == len(self.codes):
+            return self.codes  # every row (rows are ascending and distinct)
+        if isinstance(self.codes, bytes):
+            return bytes(map(self.codes.__getitem__, rows))
+        return array("I", map(self.codes.__getitem__, rows))
+
+    def counted(self, codes: bytes | array[int]) -> dict[ProcessLabels, int]:
+        """How many of `codes` each process has."""
+        if isinstance(codes, bytes):
+            return {self.labels[k]: codes.count(k) for k in set(codes)}
+        return {self.labels[k]: n for k, n in Counter(codes).items()}
+
+    def first_of_each(self, codes: bytes | array[int], limit: int) -> list[int]:
+        """The positions in `codes` of each process's first `limit` codes, ascending."""
+        if isinstance(codes, bytes):
+            found: list[int] = []
+            for k in set(codes):  # bytes.find jumps to the next one in C
+                at = codes.find(k)
+                for _ in range(limit):
+                    if at < 0:
+                        break
+                    found.append(at)
+                    at = codes.find(k, at + 1)
+            found.sort()
+            return found
+        seen: dict[int, int] = {}
+        out = []
+        for at, k in enumerate(codes):
+            n = seen.get(k, 0)
+            if n < limit:
+                seen[k] = n + 1
+                out.append(at)
+        return out
+
+
+_PROCESSES = Derived[RowProcesses]("snapshot.row_processes", reads=("inode", "netns"), owners=True)
+
+
+def row_processes(snap: Snapshot) -> RowProcesses:
+    """Each row's owner coded as an integer (see RowProcesses)."""
+    return snap.sockets.derive(_PROCESSES, lambda: _row_processes(snap))
+
+
+def _row_processes(snap: Snapshot) -> RowProcesses:
+    # Owners are shared objects, one per process: the rows are coded by the owner's identity in C (hashing
+    # an Owner per row costs ~1 µs), and only the distinct owners are labelled in Python.
     owners = snap.owners
     get = owners.copy().get if isinstance(owners, MappingProxyType) else owners.get
-    by_owner: dict[Owner, ProcessLabels] = {}  # one labels tuple per owner, shared by its rows
-
-    def labels(owner: Owner | None) -> ProcessLabels:
-        if owner is None:
-            return NOBODY
-        found = by_owner.get(owner)
-        if found is None:
-            found = by_owner[owner] = owner.labels
-        return found
-
-    found = list(map(labels, map(get, snap.sockets.column("inode"))))
+    held = list(map(get, snap.sockets.column("inode")))
+    ids = list(map(id, held))
+    index: dict[ProcessLabels, int] = {}
+    code_of: dict[int, int] = {}
+    for key, owner in dict(zip(ids, held, strict=True)).items():
+        code_of[key] = index.setdefault(owner.labels if owner is not None else NOBODY, len(index))
+    codes = list(map(code_of.__getitem__, ids))
     pods = pod_labels(snap)
     if pods:  # sockets without an owner in a pod's namespace count under that pod
-        netns = snap.sockets.column("netns")
-        for row in compress(range(len(found)), map(pods.__contains__, netns)):
-            if found[row] is NOBODY:
-                found[row] = pods[netns[row]]
-    return found
+        netns, nobody = snap.sockets.column("netns"), code_of.get(id(None), -1)
+        for row in compress(range(len(codes)), map(pods.__contains__, netns)):
+            if codes[row] == nobody:
+                codes[row] = index.setdefault(pods[netns[row]], len(index))
+    labels = tuple(index)
+    return RowProcesses(labels, bytes(codes) if len(labels) <= 256 else array("I", codes))
 
 
 def _count(snap: Snapshot) -> Mapping[tuple[str, ProcessLabels], int]:

@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from tcpwatchd.model import NOBODY, Owner, ProcessLabels, Socket, Workload
 from tcpwatchd.openings import peer_address as peer_address  # re-exported: detectors key peers with it
-from tcpwatchd.snapshot import pod_labels, row_labels
+from tcpwatchd.snapshot import pod_labels, row_labels, row_processes
 from tcpwatchd.tracker import TrackedPoll
 from tcpwatchd.verdicts import Probed
 
@@ -177,32 +177,16 @@ def judges_opening(tracked: TrackedPoll, owner: Owner | None, local_port: int, r
     return scope is None or scope.opening(owner, local_port, remote_address)
 
 
-def listed_rows(names: Sequence[ProcessLabels], rows: Sequence[int]) -> list[int]:
-    """The first LISTED_PER_PROCESS rows of each process (`names[k]` is the owner of `rows[k]`)."""
-    listed: list[int] = []
-    per: dict[ProcessLabels, int] = {}
-    full, processes = 0, len(set(names))
-    for row, name in zip(rows, names, strict=True):
-        n = per.get(name, 0)
-        if n < LISTED_PER_PROCESS:
-            per[name] = n + 1
-            listed.append(row)
-            if n + 1 == LISTED_PER_PROCESS:
-                full += 1
-                if full == processes:
-                    break
-    return listed
-
-
 def mass_outcome(
     kind: Kind, tracked: TrackedPoll, rows: Sequence[int], finding: Callable[[int], Finding]
 ) -> Outcome:
     """Count every row (of those the run judges) under its process; build `finding(row)` only for the
-    rows listed."""
+    first LISTED_PER_PROCESS rows of each process, in table order."""
     rows = judged_rows(tracked, rows)
-    names = owner_labels(tracked, rows)
-    counts = {(kind, name): n for name, n in Counter(names).items()}
-    listed = listed_rows(names, rows)
+    processes = row_processes(tracked.snapshot)
+    codes = processes.codes_of(rows)
+    counts = {(kind, name): n for name, n in processes.counted(codes).items()}
+    listed = [rows[at] for at in processes.first_of_each(codes, LISTED_PER_PROCESS)]
     table = tracked.snapshot.sockets
     if len(listed) * _DECODE_PER_COLUMN_ROW >= len(table) and not table.released:
         table.column("remote_address")  # many listed rows: reading columns beats decoding each (row_finding)

@@ -8,6 +8,8 @@ within milliseconds). Ages come from the tracker: the first poll that saw the so
 
 from __future__ import annotations
 
+from itertools import compress
+from operator import attrgetter
 from types import MappingProxyType
 
 from pydantic import Field
@@ -20,15 +22,16 @@ from tcpwatchd.detectors.base import (
     Outcome,
     judged_rows,
     mass_outcome,
-    owner_labels,
     row_finding,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, register
-from tcpwatchd.model import ProcessLabels, TcpState
+from tcpwatchd.model import TcpState
 from tcpwatchd.sections import DetectorSettings
+from tcpwatchd.snapshot import row_processes
 from tcpwatchd.tracker import TrackedPoll
 
 CLOSE_WAIT = Kind("close_wait")
+_STATE_SINCE = attrgetter("state_since")
 
 
 class CloseWaitConfig(DetectorSettings):
@@ -39,11 +42,15 @@ def detect_close_wait(tracked: TrackedPoll, cfg: CloseWaitConfig, ctx: Context) 
     min_age = cfg.min_age_seconds
     table, now = tracked.snapshot.sockets, tracked.now
     rows = judged_rows(tracked, table.rows_in(TcpState.CLOSE_WAIT))
-    since = [tracked.track_at(row).state_since for row in rows]
-    oldest: dict[ProcessLabels, float] = {}
-    for name, at in zip(owner_labels(tracked, rows), since, strict=True):
-        oldest[name] = max(now - at, oldest.get(name, 0.0))
-    leaked = [row for row, at in zip(rows, since, strict=True) if now - at >= min_age]
+    keys = table.column("key")
+    since = list(map(_STATE_SINCE, map(tracked.tracks.__getitem__, map(keys.__getitem__, rows))))
+    processes = row_processes(tracked.snapshot)
+    # The oldest per process in C: sorted newest first, a dict keeps each process's last (oldest) value.
+    order = sorted(range(len(rows)), key=since.__getitem__, reverse=True)
+    codes = processes.codes_of(rows)
+    first = dict(zip(map(codes.__getitem__, order), map(since.__getitem__, order), strict=True))
+    oldest = {processes.labels[code]: now - at for code, at in first.items()}
+    leaked = list(compress(rows, map((now - min_age).__ge__, since)))  # at least min_age old
 
     def finding(row: int) -> Finding:
         track = tracked.track_at(row)

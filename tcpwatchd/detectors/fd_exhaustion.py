@@ -11,7 +11,6 @@ that time is under `min_seconds_left`, or when its open fds are already `max_fil
 from __future__ import annotations
 
 import math
-from collections import Counter
 from operator import attrgetter
 from types import MappingProxyType
 
@@ -22,7 +21,7 @@ from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, reg
 from tcpwatchd.fd_forecast import forecast
 from tcpwatchd.model import ProcessLabels, TcpState
 from tcpwatchd.sections import DetectorSettings
-from tcpwatchd.snapshot import row_labels
+from tcpwatchd.snapshot import row_processes
 from tcpwatchd.tracker import TrackedPoll
 
 FD_EXHAUSTION = Kind("fd_exhaustion")
@@ -36,13 +35,15 @@ class FdExhaustionConfig(DetectorSettings):
 
 def detect_fd_exhaustion(tracked: TrackedPoll, cfg: FdExhaustionConfig, ctx: Context) -> Outcome:
     snap = tracked.snapshot
-    owners = list(snap.owners.values())
+    held = list(snap.owners.values())
+    # One Owner object per process, shared by its sockets: distinct by identity first, in C.
+    owners = dict(zip(map(id, held), held, strict=True)).values()
     by_pid = dict(zip(map(attrgetter("pid"), owners), owners, strict=True))
-    table = snap.sockets
-    close_wait = Counter(row_labels(snap)[row] for row in table.rows_in(TcpState.CLOSE_WAIT))
+    processes = row_processes(snap)
+    close_wait = processes.counted(processes.codes_of(snap.sockets.rows_in(TcpState.CLOSE_WAIT)))
     opened: dict[ProcessLabels, float] = {}
     limits: dict[ProcessLabels, float] = {}
-    left: dict[ProcessLabels, float] = dict.fromkeys(set(row_labels(snap)), math.inf)
+    left: dict[ProcessLabels, float] = dict.fromkeys(processes.labels, math.inf)
     findings = []
     for pid, facts in snap.process_facts.items():
         owner = by_pid.get(pid)

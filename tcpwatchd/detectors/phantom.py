@@ -45,6 +45,8 @@ from tcpwatchd.detectors.base import (
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import TcpState, TimerKind
+from tcpwatchd.rowsets import idle_established
+from tcpwatchd.rowsets import services as services_of
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.table import SocketTable
 from tcpwatchd.tracker import TrackedPoll
@@ -111,21 +113,11 @@ class Sighting:
 def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Outcome:
     limit_ms = cfg.idle_seconds * 1000.0
     table = tracked.snapshot.sockets
-    data_ms, ack_ms = table.column("last_data_recv_ms"), table.column("last_ack_recv_ms")
-    states = table.column("state")
+    data_ms = table.column("last_data_recv_ms")
     blind = 0
     if -1 in data_ms:  # some sockets carry no tcp_info (TIME_WAIT ones; all from /proc)
         blind = list(map(data_ms.__getitem__, table.rows_in(TcpState.ESTABLISHED))).count(-1)
-    # Idle connections are usually few, often none: find them in C before judging any.
-    idle_rows: list[int] = []
-    if max(data_ms, default=-1) >= limit_ms and max(ack_ms, default=-1) >= limit_ms:
-        quiet = list(compress(range(len(table)), map(limit_ms.__le__, data_ms)))
-        also = map(
-            and_,
-            map(limit_ms.__le__, map(ack_ms.__getitem__, quiet)),
-            map(_ESTABLISHED, map(states.__getitem__, quiet)),
-        )
-        idle_rows = list(compress(quiet, also))
+    idle_rows = idle_established(table, limit_ms)  # usually few, often none
     degraded = ""
     if blind:
         degraded = (
@@ -156,7 +148,7 @@ def _verdicts(
     thousands. Only rows with a newer sighting or a probe verdict take the per-row path."""
     table = tracked.snapshot.sockets
     keys, timers = table.column("key"), table.column("timer")
-    services = _services(table, rows)
+    services = services_of(table, rows)
     newest = _newest_sightings(tracked, set(services))
     row_keys = list(map(keys.__getitem__, rows))
     first_polls = map(_FIRST_POLL, map(tracked.tracks.__getitem__, row_keys))
@@ -181,15 +173,6 @@ def _verdicts(
     if slow and suspects:
         suspects.sort()  # table order, as listed
     return verdicts, newest
-
-
-def _services(table: SocketTable, rows: list[int]) -> list[ServiceKey]:
-    """(netns, peer address, local port) of each row, in C (one peer_address per distinct address)."""
-    remotes = table.column("remote_address")
-    peer_of = {address: peer_address(address) for address in set(map(remotes.__getitem__, rows))}
-    peers = map(peer_of.__getitem__, map(remotes.__getitem__, rows))
-    ports = map(table.column("local_port").__getitem__, rows)
-    return list(zip(map(table.column("netns").__getitem__, rows), peers, ports, strict=True))
 
 
 _FIRST_POLL = attrgetter("first_seen_poll")
@@ -279,7 +262,7 @@ def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[S
     rows = list(compress(rows, map(_CONNECTED.__contains__, map(states.__getitem__, rows))))
     # The newest track per service in C: sorted by first poll, a dict keeps the last (ties: same time).
     tracks = list(map(tracked.tracks.__getitem__, map(keys.__getitem__, rows)))
-    found = _services(table, rows)
+    found = services_of(table, rows)
     order = sorted(range(len(rows)), key=list(map(_FIRST_POLL, tracks)).__getitem__)
     latest = dict(zip(map(found.__getitem__, order), map(tracks.__getitem__, order), strict=True))
     for key in services & latest.keys():

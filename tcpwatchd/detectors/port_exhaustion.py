@@ -34,8 +34,8 @@ from tcpwatchd.detectors.base import owned_finding as finding_for
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, register
 from tcpwatchd.model import NOBODY, ProcessLabels, TcpState
 from tcpwatchd.sections import DetectorSettings
-from tcpwatchd.snapshot import row_labels
-from tcpwatchd.table import Derived
+from tcpwatchd.snapshot import row_processes
+from tcpwatchd.table import Derived, SocketTable
 from tcpwatchd.tracker import TrackedPoll
 
 PORT_EXHAUSTION = Kind("port_exhaustion")
@@ -91,17 +91,8 @@ def _destinations(tracked: TrackedPoll, low: int, high: int) -> Destinations:
     """Local ports in use per destination, and who holds the most of each (the first of the most)."""
     snap = tracked.snapshot
     table = snap.sockets
-    states, ports, spaces = table.column("state"), table.column("local_port"), table.column("netns")
-    listening = {(spaces[r], ports[r]) for r in table.rows_in(TcpState.LISTEN)}
-    # Which rows hold an ephemeral port, decided in C (a host has ~100k rows): in the range, not
-    # LISTEN/CLOSE, not a listener's port (an accepted connection).
-    chosen = list(
-        map(
-            and_,
-            map(and_, map(range(low, high + 1).__contains__, ports), map(_CONNECTED.__contains__, states)),
-            map(not_, map(listening.__contains__, zip(spaces, ports, strict=True))),
-        )
-    )
+    spaces = table.column("netns")
+    chosen = _ephemeral_rows(table, low, high)
     dests = list(
         compress(
             zip(
@@ -114,18 +105,38 @@ def _destinations(tracked: TrackedPoll, low: int, high: int) -> Destinations:
             chosen,
         )
     )
-    labels = row_labels(snap)
-    held = Counter(zip(dests, compress(labels, chosen), strict=True))
+    processes = row_processes(snap)
+    held = Counter(zip(dests, compress(processes.codes, chosen), strict=True))
+    use: Counter[Destination] = Counter()
     holders: dict[Destination, tuple[ProcessLabels, int]] = {}
-    for (dest, who), n in held.items():
+    for (dest, code), n in held.items():
+        use[dest] += n
+        who = processes.labels[code]
         if who != NOBODY and n > holders.get(dest, (NOBODY, 0))[1]:
             holders[dest] = (who, n)
     return (
         (low, high),
-        MappingProxyType(Counter(dests)),
+        MappingProxyType(dict(use)),
         MappingProxyType({dest: who for dest, (who, _n) in holders.items()}),
-        frozenset(labels),
+        frozenset(processes.labels),
     )
+
+
+def _ephemeral_rows(table: SocketTable, low: int, high: int) -> list[bool]:
+    """Which rows hold an ephemeral port, decided in C (a host has ~100k rows): in the range, not
+    LISTEN/CLOSE, not a listener's port in its namespace (an accepted connection)."""
+    states, ports, spaces = table.column("state"), table.column("local_port"), table.column("netns")
+    listening = {(spaces[r], ports[r]) for r in table.rows_in(TcpState.LISTEN)}
+    connected = map(_CONNECTED.__contains__, states)
+    if not any(spaces):  # one namespace: a port table per port, no tuple per row
+        free = bytearray(65536)
+        free[low : high + 1] = b"\x01" * (high + 1 - low)
+        for _netns, port in listening:
+            free[port] = 0
+        return list(map(and_, map(free.__getitem__, ports), connected))
+    in_range = map(range(low, high + 1).__contains__, ports)
+    accepted = map(listening.__contains__, zip(spaces, ports, strict=True))
+    return list(map(and_, map(and_, in_range, connected), map(not_, accepted)))
 
 
 def _finding(tracked: TrackedPoll, dest: Destination, who: ProcessLabels, n: int, usable: int) -> Finding:

@@ -24,7 +24,8 @@ the peer's newest opening.
 from __future__ import annotations
 
 from collections import Counter
-from itertools import compress
+from itertools import compress, repeat
+from operator import attrgetter, gt
 from types import MappingProxyType
 
 from pydantic import Field
@@ -39,11 +40,11 @@ from tcpwatchd.detectors.base import (
     judged_rows,
     judges_opening,
     owned_finding,
-    peer_address,
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
-from tcpwatchd.model import NOBODY, Owner, TcpState
+from tcpwatchd.model import NOBODY, Owner
 from tcpwatchd.openings import PeerKey
+from tcpwatchd.rowsets import idle_established, services
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.snapshot import listener_owners, pod_labels
 from tcpwatchd.tracker import TrackedPoll
@@ -91,29 +92,28 @@ def detect_reconnect_storm(tracked: TrackedPoll, cfg: ReconnectStormConfig, ctx:
 
 def _abandoned(tracked: TrackedPoll, cfg: ReconnectStormConfig) -> Counter[PeerKey]:
     """Per peer: ESTABLISHED connections idle past abandoned_idle_seconds and superseded by a newer
-    opening. Idle connections are few: found in C first, so this costs O(sockets) in C, O(idle) in Python."""
-    limit = cfg.abandoned_idle_seconds * 1000.0
-    table = tracked.snapshot.sockets
-    data_ms, ack_ms = table.column("last_data_recv_ms"), table.column("last_ack_recv_ms")
+    opening. A host full of idle pools has tens of thousands of idle rows: they are narrowed in C to those
+    first seen before their peer's newest opening, and only those take a Python step."""
     out: Counter[PeerKey] = Counter()
-    if max(data_ms, default=-1) < limit:
+    peers = tracked.openings.peers
+    if not peers:
         return out
-    states, remotes = table.column("state"), table.column("remote_address")
-    ports, spaces = table.column("local_port"), table.column("netns")
-    for row in judged_rows(tracked, list(compress(range(len(table)), map(limit.__le__, data_ms)))):
-        if ack_ms[row] < limit or states[row] != TcpState.ESTABLISHED:
-            continue
-        key = (spaces[row], peer_address(remotes[row]), ports[row])
-        newest = tracked.openings.newest(key)
+    table = tracked.snapshot.sockets
+    rows = judged_rows(tracked, idle_established(table, cfg.abandoned_idle_seconds * 1000.0))
+    keys = services(table, rows)
+    newest_polls = map({key: peer.newest_poll for key, peer in peers.items()}.get, keys, repeat(0))
+    first_polls = map(
+        _FIRST_POLL, map(tracked.tracks.__getitem__, map(table.column("key").__getitem__, rows))
+    )
+    data_ms, ack_ms = table.column("last_data_recv_ms"), table.column("last_ack_recv_ms")
+    for row, key in compress(zip(rows, keys, strict=True), map(gt, newest_polls, first_polls)):
         idle = min(data_ms[row], ack_ms[row]) / 1000.0
-        track = tracked.track_at(row)
-        if (
-            newest is not None
-            and newest.newest_poll > track.first_seen_poll
-            and newest.newest_at > tracked.now - idle
-        ):
+        if peers[key].newest_at > tracked.now - idle:
             out[key] += 1
     return out
+
+
+_FIRST_POLL = attrgetter("first_seen_poll")
 
 
 def _local(key: PeerKey) -> str:

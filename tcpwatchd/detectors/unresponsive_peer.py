@@ -20,8 +20,6 @@ budget as above.
 
 from __future__ import annotations
 
-from itertools import compress
-
 from pydantic import Field
 
 from tcpwatchd.detectors.base import (
@@ -35,6 +33,7 @@ from tcpwatchd.detectors.base import (
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import Socket, TcpState, TimerKind, consecutive_retransmits
+from tcpwatchd.rowsets import rows_with_byte
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.sysctl.derived import inflight_detection_from
 from tcpwatchd.table import SocketTable
@@ -75,7 +74,7 @@ def detect_unresponsive_peer(tracked: TrackedPoll, cfg: UnresponsivePeerConfig, 
     table = tracked.snapshot.sockets
     states, inodes = table.column("state"), table.column("inode")
     # Retransmitting sockets are few: find them in C, then judge each.
-    retransmitting = compress(range(len(table)), map(min_retransmits.__le__, table.column("retransmits")))
+    retransmitting = rows_with_byte(table.column("retransmits"), frozenset(range(min_retransmits, 256)))
     rows = [row for row in retransmitting if states[row] in _JUDGED and inodes[row]]
     rows = sorted({*rows, *_probing(table, min_retransmits)})
 
@@ -97,12 +96,15 @@ def detect_unresponsive_peer(tracked: TrackedPoll, cfg: UnresponsivePeerConfig, 
     return mass_outcome(UNRESPONSIVE_PEER, tracked, rows, finding)
 
 
+_PROBE_TIMER = frozenset({int(TimerKind.ZERO_WINDOW_PROBE)})
+
+
 def _probing(table: SocketTable, min_probes: int) -> list[int]:
     """Rows in the persist timer with at least `min_probes` unanswered zero-window probes (tcpi_probes;
     /proc's retrnsmt counts probes for this timer)."""
     timers, probes, retrans = table.column("timer"), table.column("probes"), table.column("retrans")
     states, inodes = table.column("state"), table.column("inode")
-    rows = compress(range(len(table)), map(TimerKind.ZERO_WINDOW_PROBE.__eq__, timers))
+    rows = rows_with_byte(timers, _PROBE_TIMER)
     return [
         row
         for row in rows

@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.readers": 4,  # the tracker's slow-or-stopped reader memory
     "tcpwatchd.rekey": 4,  # the tracker across a change of socket source
     "tcpwatchd.fd_forecast": 4,  # the tracker's per-process fd history
+    "tcpwatchd.rowsets": 4,  # row selections the detectors share (in C over columns)
     "tcpwatchd.detectors": 5,
     "tcpwatchd.report": 6,
     "tcpwatchd.rules": 6,

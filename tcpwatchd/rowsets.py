@@ -1,0 +1,70 @@
+"""Row selections the detectors share, made in C over a socket table's columns.
+
+A host can hold 100k sockets, and in the cases tcpwatchd exists for (idle pools, a leak at its height)
+most of them match: a selection must not cost a Python step per row. These use map/compress over
+columns, and bytes.translate/find over u8 columns, so the Python per row is only what a caller does
+with the rows selected.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from itertools import compress
+from operator import and_
+
+from tcpwatchd.model import TcpState
+from tcpwatchd.openings import PeerKey, peer_address
+from tcpwatchd.table import SocketTable
+
+_ESTABLISHED = int(TcpState.ESTABLISHED).__eq__
+
+
+def idle_established(table: SocketTable, limit_ms: float) -> list[int]:
+    """ESTABLISHED rows that received neither data nor an ACK for at least `limit_ms` (tcp_info's
+    last_data_recv and last_ack_recv; rows without tcp_info, -1, never qualify)."""
+    data_ms, ack_ms = table.column("last_data_recv_ms"), table.column("last_ack_recv_ms")
+    if max(data_ms, default=-1) < limit_ms or max(ack_ms, default=-1) < limit_ms:
+        return []
+    states = table.column("state")
+    quiet = list(compress(range(len(table)), map(limit_ms.__le__, data_ms)))
+    also = map(
+        and_,
+        map(limit_ms.__le__, map(ack_ms.__getitem__, quiet)),
+        map(_ESTABLISHED, map(states.__getitem__, quiet)),
+    )
+    return list(compress(quiet, also))
+
+
+def services(table: SocketTable, rows: Sequence[int]) -> list[PeerKey]:
+    """(netns, peer address, local port) of each row: whom it serves, keyed as the opening history keys
+    peers (one peer_address call per distinct address)."""
+    remotes = table.column("remote_address")
+    peer_of = {address: peer_address(address) for address in set(map(remotes.__getitem__, rows))}
+    peers = map(peer_of.__getitem__, map(remotes.__getitem__, rows))
+    ports = map(table.column("local_port").__getitem__, rows)
+    return list(zip(map(table.column("netns").__getitem__, rows), peers, ports, strict=True))
+
+
+def rows_with_byte(column: Sequence[int], wanted: frozenset[int]) -> list[int]:
+    """Rows whose value is in `wanted` (values 0..255), for a u8 column: found with bytes.find when they
+    are few (the usual case: retransmitting or probing sockets), by a 0/1 mask otherwise.
+
+    >>> rows_with_byte(array("B", [0, 3, 0, 5]), frozenset({3, 5}))
+    [1, 3]
+    """
+    if not isinstance(column, array) or column.typecode != "B":  # lists, signed or wider arrays
+        return list(compress(range(len(column)), map(wanted.__contains__, column)))
+    data = column.tobytes()
+    present = wanted.intersection(set(data)) if len(wanted) < 256 else set(data)
+    if not present:
+        return []
+    mask = data.translate(bytes(int(b in present) for b in range(256)))
+    if mask.count(1) * 8 >= len(mask):
+        return list(compress(range(len(mask)), mask))
+    found: list[int] = []
+    at = mask.find(1)
+    while at >= 0:
+        found.append(at)
+        at = mask.find(1, at + 1)
+    return found
