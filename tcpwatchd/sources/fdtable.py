@@ -72,16 +72,22 @@ def open_fd_count(pid: int, proc_root: str = "/proc") -> int:
         return len(os.listdir(dir_fd))
 
 
-def read_fds(dir_fd: int, old: Mapping[str, int], current: frozenset[int]) -> FdTable:
+def read_fds(
+    dir_fd: int, old: Mapping[str, int], current: frozenset[int], gone: frozenset[int] | None = None
+) -> FdTable:
     """The fd table, re-reading only what `old` (this process's last table) cannot vouch for: an fd not
-    seen before, or one whose socket is no longer in `current` (its number may have been reused)."""
+    seen before, or one whose socket may have been closed (its number then reused): with `gone`, one
+    whose socket is among `gone` (those that left the table since the last poll); without, any whose
+    socket is not in `current` (UNIX sockets and other namespaces' included)."""
     if not old:
         return read_all_fds(dir_fd)
     fds: FdTable = {}
     stale: list[str] = []
+    suspect = gone.__contains__ if gone is not None else current.__contains__
+    expect = gone is not None  # a suspect inode is one in `gone`, or one not in `current`
     for name in os.listdir(dir_fd):
         inode = old.get(name)
-        if inode is None or (inode and inode not in current):
+        if inode is None or (inode and suspect(inode) == expect):
             stale.append(name)
         else:
             fds[name] = inode

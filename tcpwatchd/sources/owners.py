@@ -81,7 +81,7 @@ class OwnerCache:
         `attribute` must not be called before `finish()` has returned.
         """
         self._procs.clear()
-        scan = FdScan(partial(self._scan_one, current=frozenset()), list_pids(self._root))
+        scan = FdScan(partial(self._scan_one, current=frozenset(), gone=None), list_pids(self._root))
         scan.start(helpers=self._threads - 1)
         self._prefetch = scan
         return scan
@@ -105,7 +105,19 @@ class OwnerCache:
             return self._settle(prefetched, current, pids, full_at=now, read_during_dump=True)
         if now >= self._next_full:
             return self._full_rescan(pids, current, now)
-        return self._settle(self._scan(list(pids), current), current, pids, full_at=None)
+        return self._incremental(pids, current)
+
+    def _incremental(self, pids: frozenset[str], current: frozenset[int]) -> Attribution:
+        """New processes and new fds are read; of the known fds, only those whose socket left the table
+        since the last poll (a UNIX socket's or another namespace's fd is not read again each poll: a
+        host has thousands). An fd number whose unknown socket closed and was reused for one of ours
+        leaves that socket without an owner: then every fd not vouched for by `current` is read again."""
+        gone = self._last_inodes - current
+        last = self._last_inodes
+        attribution = self._settle(self._scan(list(pids), current, gone), current, pids, full_at=None)
+        if (current - last).difference(attribution.owners):
+            attribution = self._settle(self._scan(list(pids), current), current, pids, full_at=None)
+        return attribution
 
     def _quiet_since_last_poll(self, pids: frozenset[str], now: float) -> bool:
         """No full scan due and the same processes as last poll (which there was)."""
@@ -168,8 +180,10 @@ class OwnerCache:
             return None
         return self._install(scan.outcomes)
 
-    def _scan(self, pids: Sequence[str], current: frozenset[int]) -> AttributionStats:
-        scan = FdScan(partial(self._scan_one, current=current), pids)
+    def _scan(
+        self, pids: Sequence[str], current: frozenset[int], gone: frozenset[int] | None = None
+    ) -> AttributionStats:
+        scan = FdScan(partial(self._scan_one, current=current, gone=gone), pids)
         scan.start(helpers=self._threads - 1)
         scan.finish()
         if scan.error is not None:
@@ -195,11 +209,11 @@ class OwnerCache:
             processes_vanished=vanished,
         )
 
-    def _scan_one(self, pid_s: str, current: frozenset[int]) -> _ScanOutcome:
+    def _scan_one(self, pid_s: str, current: frozenset[int], gone: frozenset[int] | None) -> _ScanOutcome:
         try:
             key, proc = self._process(int(pid_s))
             with fd_dir(pid_s, self._root) as dir_fd:
-                proc.fds = read_fds(dir_fd, proc.fds, current)
+                proc.fds = read_fds(dir_fd, proc.fds, current, gone)
         except PermissionError:
             return "denied"
         except (FileNotFoundError, ProcessLookupError):

@@ -174,3 +174,37 @@ def test_after_a_prefetch_that_owns_every_socket_the_next_poll_reads_nothing(pro
     cache.start_full_scan().finish()
     assert cache.attribute([1, 2]).stats.processes_scanned == 1
     assert cache.attribute([1, 2]).stats.processes_scanned == 0
+
+
+def test_other_sockets_fds_are_not_read_again_when_processes_come_and_go(
+    proc: FakeProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A UNIX socket's (or another namespace's) fd never is in the TCP table: an incremental scan, which
+    runs whenever a process starts or exits, must not readlink it every poll (a host has thousands)."""
+    from tcpwatchd.sources import fdtable
+
+    proc.process(10, "srv", 100, {3: 1, 4: 9001, 5: 9002})  # 9001, 9002: UNIX sockets
+    cache = OwnerCache(str(proc.root))
+    cache.attribute([1])
+    read: list[str] = []
+    links = fdtable._links
+
+    def spy(dir_fd: int, fds: list[str]) -> list[str] | None:
+        if os.readlink(f"/proc/self/fd/{dir_fd}").endswith("/10/fd"):
+            read.extend(fds)
+        return links(dir_fd, fds)
+
+    monkeypatch.setattr(fdtable, "_links", spy)
+    proc.process(20, "cron", 300, {})  # a process came: the next poll scans
+    proc.fd(10, 6, 2)  # and srv opened a TCP socket
+    assert names(cache, [1, 2]) == {1: ("srv", 10), 2: ("srv", 10)}
+    assert read == ["6"]
+
+
+def test_an_unknown_sockets_fd_number_reused_for_ours_is_seen(proc: FakeProc) -> None:
+    proc.process(10, "srv", 100, {3: 1, 4: 9001})  # 9001: a UNIX socket
+    cache = OwnerCache(str(proc.root))
+    cache.attribute([1])
+    proc.process(20, "cron", 300, {})
+    proc.fd(10, 4, 2)  # the UNIX socket closed; fd 4 now holds TCP socket 2
+    assert names(cache, [1, 2]) == {1: ("srv", 10), 2: ("srv", 10)}
