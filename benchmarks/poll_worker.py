@@ -7,7 +7,7 @@
     poll_worker.py scrape PORT [--warmup SECONDS]              one GET of node_exporter's /metrics
 
 Imports happen before the clock starts: only the work is timed. The tcpwatchd mode imports nothing else
-heavy, so its `ru_maxrss` is tcpwatchd's own peak. `--worst` sets the detector thresholds of the
+heavy, so its peak RSS (VmHWM) is tcpwatchd's own. `--worst` sets the detector thresholds of the
 worst-case rows (WORST_DETECT) and reports the findings counted by kind.
 """
 
@@ -118,7 +118,7 @@ def _poller(worst: bool = False) -> Any:
 
 def measure_tcpwatchd(steady: int, worst: bool = False) -> dict[str, Any]:
     poll = _poller(worst)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_kb()
     gc_clock = GcClock()
     cold, result = _timed(poll)
     sockets, owned = len(result.snapshot.sockets), len(result.snapshot.owners)
@@ -136,7 +136,7 @@ def measure_tcpwatchd(steady: int, worst: bool = False) -> dict[str, Any]:
     return {
         "cold": cold,
         "steady": times,
-        "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # KiB on Linux (getrusage(2))
+        "rss_kb": peak_rss_kb(),
         "idle_rss_kb": rss_before,  # after the imports and the Poller, before the first poll
         "cpu_steady": cpu / steady,  # user + system seconds of one steady poll, all threads
         "sockets": sockets,
@@ -148,6 +148,23 @@ def measure_tcpwatchd(steady: int, worst: bool = False) -> dict[str, Any]:
         "gc_steady": gc_clock.seconds / steady,
         "steady_parts": _breakdown(result),
     }
+
+
+def peak_rss_kb(status: str = "/proc/self/status") -> int:
+    """This process's own peak RSS in KiB: VmHWM, the high-water mark of its address space (proc(5)).
+
+    Not ru_maxrss: Linux carries the parent's peak into it across fork (or vfork) and exec (fs/exec.c
+    exec_mmap() -> setmax_mm_hiwater_rss()), so a worker started by a driver that once held 500k lines
+    of `ss` output reported the driver's peak as its own idle RSS (129 MB at 500k sockets).
+    """
+    try:
+        with open(status, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux (getrusage(2))
 
 
 def _cpu() -> float:

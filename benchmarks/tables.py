@@ -33,11 +33,11 @@ class Point:
     ss: float
     psutil: float
     scrape: float
-    rss_mb: float  # the largest ru_maxrss of the tcpwatchd workers
+    rss_mb: float  # the largest peak RSS (VmHWM) of the tcpwatchd workers
     findings: int  # findings in a steady poll
     gc_steady: float  # seconds of cyclic GC inside one steady poll (median)
     parts: tuple[Part, ...]  # medians across rounds
-    idle_rss_mb: float = math.nan  # ru_maxrss after the imports and the Poller, before the first poll
+    idle_rss_mb: float = math.nan  # peak RSS after the imports and the Poller, before the first poll
     cpu_steady: float = math.nan  # CPU seconds (user + system, all threads) of one steady poll
     kinds: tuple[tuple[str, int], ...] = ()  # findings counted in a steady poll, by kind (medians)
 
