@@ -1,13 +1,14 @@
 """One measurement, in its own process inside the benchmark namespace; prints one JSON line.
 
-    poll_worker.py tcpwatchd [--steady K]                      cold poll, K steady polls, peak RSS, breakdown
+    poll_worker.py tcpwatchd [--steady K] [--worst]            cold poll, K steady polls, peak RSS, breakdown
     poll_worker.py tcpwatchd --profile PREFIX                  cProfile text of one cold, one steady poll
     poll_worker.py psutil                                      psutil.net_connections('tcp')
     poll_worker.py ss                                          `ss -tanpoi` > /dev/null, wall time
     poll_worker.py scrape PORT [--warmup SECONDS]              one GET of node_exporter's /metrics
 
 Imports happen before the clock starts: only the work is timed. The tcpwatchd mode imports nothing else
-heavy, so its `ru_maxrss` is tcpwatchd's own peak.
+heavy, so its peak RSS (VmHWM) is tcpwatchd's own. `--worst` sets the detector thresholds of the
+worst-case rows (WORST_DETECT) and reports the findings counted by kind.
 """
 
 from __future__ import annotations
@@ -18,8 +19,20 @@ import json
 import resource
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
+
+WORST_IDLE_SECONDS = 4.0  # [detect.phantom] idle_seconds of the worst-case rows (issue 12)
+# The worst-case rows stand for a host that has been like this for a long time: every idle connection
+# without keepalive is an idle suspect after 4 s (as after 15 min at the default 900), and the CLOSE_WAIT
+# and unread-data thresholds are met at once (a fresh worker's tracker starts their clocks at its first
+# poll, and the defaults are 300 s and 60 s), so every connection detector counts its share in every poll.
+WORST_DETECT: dict[str, Any] = {
+    "phantom": {"idle_seconds": WORST_IDLE_SECONDS},
+    "close_wait": {"min_age_seconds": 0},
+    "stalled_receive": {"min_age_seconds": 0},
+}
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -67,11 +80,19 @@ def _breakdown(result: Any) -> dict[str, float]:
     return parts
 
 
-def _poller(idle_seconds: float = 0.0) -> Any:
+def _kinds(result: Any) -> dict[str, int]:
+    """Every finding of one poll counted by kind (what the gauges show, not only the listed ones)."""
+    counts: Counter[str] = Counter()
+    for process in result.report.processes:
+        for kind, n in process.counts.items():
+            counts[str(kind)] += n
+    return dict(sorted(counts.items()))
+
+
+def _poller(worst: bool = False) -> Any:
     """A callable doing what the daemon does each interval: poll, then log the new findings.
 
-    `idle_seconds` > 0 sets [detect.phantom] idle_seconds (the worst-case rows: every idle connection
-    without keepalive becomes an idle suspect)."""
+    `worst` sets the worst-case rows' detector thresholds (WORST_DETECT)."""
     from tcpwatchd.config import Config
     from tcpwatchd.outputs.announce import Announcer
     from tcpwatchd.poller import Poller
@@ -82,8 +103,8 @@ def _poller(idle_seconds: float = 0.0) -> Any:
         "sysctl": {"mode": "off"},
         "namespaces": {"watch": "own"},
     }
-    if idle_seconds > 0:
-        raw["detect"] = {"phantom": {"idle_seconds": idle_seconds}}
+    if worst:
+        raw["detect"] = WORST_DETECT
     poller = Poller(Config.model_validate(raw))
     announcer = Announcer()
 
@@ -95,12 +116,13 @@ def _poller(idle_seconds: float = 0.0) -> Any:
     return cycle
 
 
-def measure_tcpwatchd(steady: int, idle_seconds: float = 0.0) -> dict[str, Any]:
-    poll = _poller(idle_seconds)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def measure_tcpwatchd(steady: int, worst: bool = False) -> dict[str, Any]:
+    poll = _poller(worst)
+    rss_before = peak_rss_kb()
     gc_clock = GcClock()
     cold, result = _timed(poll)
     sockets, owned = len(result.snapshot.sockets), len(result.snapshot.owners)
+    kinds_cold = _kinds(result)
     gc_cold, gc_clock.seconds = gc_clock.seconds, 0.0
     times = []
     cpu_start = _cpu()
@@ -114,16 +136,35 @@ def measure_tcpwatchd(steady: int, idle_seconds: float = 0.0) -> dict[str, Any]:
     return {
         "cold": cold,
         "steady": times,
-        "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # KiB on Linux (getrusage(2))
+        "rss_kb": peak_rss_kb(),
         "idle_rss_kb": rss_before,  # after the imports and the Poller, before the first poll
         "cpu_steady": cpu / steady,  # user + system seconds of one steady poll, all threads
         "sockets": sockets,
         "owned": owned,
         "findings": len(result.report.findings),
+        "kinds": _kinds(result),
+        "kinds_cold": kinds_cold,
         "gc_cold": gc_cold,
         "gc_steady": gc_clock.seconds / steady,
         "steady_parts": _breakdown(result),
     }
+
+
+def peak_rss_kb(status: str = "/proc/self/status") -> int:
+    """This process's own peak RSS in KiB: VmHWM, the high-water mark of its address space (proc(5)).
+
+    Not ru_maxrss: Linux carries the parent's peak into it across fork (or vfork) and exec (fs/exec.c
+    exec_mmap() -> setmax_mm_hiwater_rss()), so a worker started by a driver that once held 500k lines
+    of `ss` output reported the driver's peak as its own idle RSS (129 MB at 500k sockets).
+    """
+    try:
+        with open(status, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux (getrusage(2))
 
 
 def _cpu() -> float:
@@ -131,8 +172,8 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def profile_tcpwatchd(prefix: str, idle_seconds: float = 0.0) -> dict[str, Any]:
-    poll = _poller(idle_seconds)
+def profile_tcpwatchd(prefix: str, worst: bool = False) -> dict[str, Any]:
+    poll = _poller(worst)
     first = _profiled(poll, f"{prefix}-cold.txt")
     second = _profiled(poll, f"{prefix}-steady.txt")
     return {"cold": first.duration_seconds, "steady": [second.duration_seconds]}
@@ -188,13 +229,13 @@ def main() -> None:
     parser.add_argument("--steady", type=int, default=3, choices=range(1, 100), metavar="K")
     parser.add_argument("--profile", default=None)
     parser.add_argument("--warmup", type=float, default=0.0)
-    parser.add_argument("--idle-seconds", type=float, default=0.0, help="[detect.phantom] idle_seconds")
+    parser.add_argument("--worst", action="store_true", help="the worst-case rows' detector thresholds")
     args = parser.parse_args()
     if args.mode == "tcpwatchd":
         if args.profile:
-            result = profile_tcpwatchd(args.profile, args.idle_seconds)
+            result = profile_tcpwatchd(args.profile, args.worst)
         else:
-            result = measure_tcpwatchd(args.steady, args.idle_seconds)
+            result = measure_tcpwatchd(args.steady, args.worst)
     elif args.mode == "psutil":
         result = measure_psutil()
     elif args.mode == "ss":
