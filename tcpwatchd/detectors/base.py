@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from tcpwatchd.frozen import frozen_builder
 from tcpwatchd.model import NOBODY, Owner, ProcessLabels, Socket, Workload
 from tcpwatchd.openings import peer_address as peer_address  # re-exported: detectors key peers with it
 from tcpwatchd.snapshot import pod_labels, row_labels, row_processes
@@ -252,6 +253,9 @@ def row_finding(
     )
 
 
+_new_finding = frozen_builder(Finding)
+
+
 def owned_finding(
     kind: Kind,
     owner: Owner | None,
@@ -265,21 +269,14 @@ def owned_finding(
 ) -> Finding:
     """A finding attributed to `owner`, with where the owner runs; None: no process holds it, and it
     counts under `nobody` (process "" of its namespace's pod, if any)."""
-    w = owner.workload if owner else Workload(nobody.namespace, nobody.pod, nobody.container)
-    return Finding(
-        kind=kind,
-        process=owner.name if owner else "",
-        pid=owner.pid if owner else 0,
-        unit=(owner.unit or owner.container) if owner else "",
-        local=local,
-        remote=remote,
-        peer=peer,
-        age_seconds=max(0.0, age),
-        details=details,
-        namespace=w.namespace,
-        pod=w.pod,
-        container=w.container,
-        netns=netns,
+    if owner is not None:
+        w = owner.workload
+        who: tuple[str, int, str] = (owner.name, owner.pid, owner.unit or owner.container)
+    else:
+        w, who = Workload(nobody.namespace, nobody.pod, nobody.container), ("", 0, "")
+    # Positional and past the frozen __init__ (tcpwatchd.frozen): a poll can name thousands.
+    return _new_finding(
+        kind, *who, local, remote, peer, max(0.0, age), details, w.namespace, w.pod, w.container, netns
     )
 
 

@@ -15,6 +15,8 @@ never degraded.
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from itertools import compress
 
 from tcpwatchd.detectors.base import (
@@ -38,15 +40,17 @@ class KeepaliveOffConfig(DetectorSettings):
     pass
 
 
-def _rows(table: SocketTable) -> list[int]:
-    """ESTABLISHED rows with no timer (depends on states and timers only: carried while unchanged)."""
+def _rows(table: SocketTable) -> Sequence[int]:
+    """ESTABLISHED rows with no timer (depends on states and timers only: carried while unchanged).
+    An array: on a host of idle pools that is every connection."""
     established = table.rows_in(TcpState.ESTABLISHED)
     timers = table.column("timer")
-    return list(compress(established, map(TimerKind.OFF.__eq__, map(timers.__getitem__, established))))
+    unarmed = map(TimerKind.OFF.__eq__, map(timers.__getitem__, established))
+    return array("I", compress(established, unarmed))
 
 
 # Reads states and timers only: carried to the next poll while both columns are unchanged.
-_UNARMED = Derived[list[int]]("keepalive_off.rows", reads=("state", "timer"))
+_UNARMED = Derived[Sequence[int]]("keepalive_off.rows", reads=("state", "timer"))
 
 
 def detect_keepalive_off(tracked: TrackedPoll, cfg: KeepaliveOffConfig, ctx: Context) -> Outcome:

@@ -23,7 +23,7 @@ one says so in its finding.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import and_, attrgetter, gt, not_
@@ -142,7 +142,7 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
 
 
 def _verdicts(
-    tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context, rows: list[int]
+    tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context, rows: Sequence[int]
 ) -> tuple[dict[Kind, list[int]], dict[ServiceKey, Sighting]]:
     """The idle rows judged phantom or suspect, from columns: a host full of idle pools has tens of
     thousands. Only rows with a newer sighting or a probe verdict take the per-row path."""

@@ -32,8 +32,8 @@ def test_idle_established_needs_both_clocks_and_the_state() -> None:
         sock(),  # no tcp_info: -1
     ]
     table = snapshot(0, socks).sockets
-    assert idle_established(table, 5000.0) == [0]
-    assert idle_established(table, 10_000.0) == []
+    assert list(idle_established(table, 5000.0)) == [0]
+    assert list(idle_established(table, 10_000.0)) == []
 
 
 def _crowd(processes: int, per: int) -> tuple[list[int], Snapshot]:
