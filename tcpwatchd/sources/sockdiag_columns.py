@@ -63,6 +63,12 @@ class AddressCache:
                 names[value] = socket.inet_ntop(family, pack(value))
         return list(map(names.__getitem__, raw))
 
+    def text(self, family: int, raw: Any) -> str:
+        """One address: a u32 (IPv4) or a tuple of four (IPv6), as `texts` reads them."""
+        names: dict[Any, str] = self.v4 if family == socket.AF_INET else self.v6
+        found = names.get(raw)
+        return found if found is not None else self.texts(family, (raw,))[0]
+
 
 def _pack_v4(value: int) -> bytes:
     return struct.pack("=I", value)
@@ -116,9 +122,9 @@ class RawPart:
 
     def _extract(self, name: str) -> Values:
         if name in _RAW_U32:
-            return self._u32(_RAW_U32[name])
+            return self.u32(_RAW_U32[name])
         if name in _RAW_U8:
-            return self._u8(_RAW_U8[name])
+            return self.u8(_RAW_U8[name])
         if name in ("local_port", "remote_port"):
             return self._be16(20 if name == "local_port" else 22)
         if name in ("local_address", "remote_address"):
@@ -128,16 +134,16 @@ class RawPart:
         if name == "netns":  # a dump of the namespace tcpwatchd runs in (see model.Socket.netns)
             return array("B", bytes(self.count))
         if name == "retransmits" and self.info_at < 0:
-            return array("B", map(header_retransmits, self._u8(19), self._u8(18)))
+            return array("B", map(header_retransmits, self.u8(19), self.u8(18)))
         return self._tcp_info(name)
 
     def _tcp_info(self, name: str) -> Values:
         """A tcp_info column; -1 for every row when the messages carry no tcp_info (or not that field)."""
         if name in ("retransmits", "probes"):
             rel = TCPI_RETRANSMITS if name == "retransmits" else TCPI_PROBES
-            return self._u8(self.info_at + rel) if self.info_at >= 0 else self._unknown()
+            return self.u8(self.info_at + rel) if self.info_at >= 0 else self._unknown()
         if name in _TCPI_U32:
-            return self._u32(self.info_at + _TCPI_U32[name]) if self.info_at >= 0 else self._unknown()
+            return self.u32(self.info_at + _TCPI_U32[name]) if self.info_at >= 0 else self._unknown()
         if name in _TCPI_U64:
             if self.info_at < 0 or self.info_len < TCP_INFO_BYTES_ATTR_MIN - NLATTR.size:
                 return self._unknown()
@@ -148,15 +154,17 @@ class RawPart:
         """-1 for every row (no tcp_info), one byte each."""
         return array("b", b"\xff" * self.count)
 
-    def _u8(self, off: int) -> array[int]:
+    def u8(self, off: int) -> array[int]:
+        """The byte at `off` (from the start of a message) of every message."""
         return array("B", self.data[off :: self.stride].tobytes())
 
-    def _u32(self, off: int) -> array[int]:
+    def u32(self, off: int) -> array[int]:
+        """The host-order u32 at `off` (4-byte aligned) of every message."""
         return _words(self.data, off, self.stride)
 
     def _u64(self, off: int) -> array[int]:
         """A u64 field read as two u32 words (a message is only 4-byte aligned), little-endian."""
-        low, high = self._u32(off), self._u32(off + 4)
+        low, high = self.u32(off), self.u32(off + 4)
         if high.count(0) == len(high):  # the usual case for cookies and byte counts: below 2**32
             return low
         wide = array("Q", bytes(8 * self.count))
@@ -173,9 +181,9 @@ class RawPart:
 
     def _address(self, off: int) -> list[str]:
         if self.family == socket.AF_INET:
-            raw: Sequence[Any] = self._u32(off)
+            raw: Sequence[Any] = self.u32(off)
         else:
-            raw = list(zip(*(self._u32(off + 4 * k) for k in range(4)), strict=True))
+            raw = list(zip(*(self.u32(off + 4 * k) for k in range(4)), strict=True))
         return self._cache.texts(self.family, raw)
 
 
