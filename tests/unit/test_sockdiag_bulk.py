@@ -15,10 +15,10 @@ import pytest
 from tcpwatchd.columns import COLUMNS, ObjectPart
 from tcpwatchd.errors import ParseError
 from tcpwatchd.model import Socket
-from tcpwatchd.sources import sockdiag
 from tcpwatchd.sources.netlink import NLMSGHDR, NetlinkError
 from tcpwatchd.sources.sockdiag_bulk import parse_bulk
 from tcpwatchd.sources.sockdiag_columns import AddressCache, RawPart
+from tcpwatchd.sources.sockdiag_compact import Compactor
 from tcpwatchd.sources.sockdiag_msg import parse_sockdiag
 from tcpwatchd.table import SocketTable
 
@@ -190,7 +190,10 @@ def test_a_dump_received_into_several_buffers_decodes_to_the_same_table(
     cache = AddressCache()
     decoded = [parse_bulk(memoryview(chunk), FAMILY[name], cache) for chunk in chunks]
     assert [d.done for d in decoded] == [False] * (len(chunks) - 1) + [True]
-    joined = sockdiag._joined(decoded)
+    compactor = Compactor(FAMILY[name], cache)
+    for d in decoded:
+        compactor.add(d)
+    joined = compactor.finish()
     assert joined.done and not joined.interrupted and joined.skipped == 0
     assert Counter(SocketTable(joined.parts)) == Counter(bulk(load(name), FAMILY[name]))
 
