@@ -2,9 +2,10 @@
 
 Every full socket of a family carries the same attributes in the same order, so a dump is mostly one
 run of equal-length messages. Such a run becomes a `RawPart` (sockdiag_columns) over the received bytes
-themselves, found by reading only the message headers, strided, in C. Messages of other lengths
-(TIME_WAIT and request sockets, a socket with an extra attribute) are walked one by one by
-netlink.walk_messages (the framing loop the per-message decoder uses too), copied into one buffer per
+themselves, found by reading only the message headers, strided, in C (the reader then copies its
+fields into a `CompactPart`, sockdiag_compact, before it receives into the same buffer again). Messages
+of other lengths (TIME_WAIT and request sockets, a socket with an extra attribute) are walked one by one
+by netlink.walk_messages (the framing loop the per-message decoder uses too), copied into one buffer per
 length, and decoded the same way, or message by message when that length cannot be a RawPart.
 """
 
@@ -161,7 +162,7 @@ def _raw_part(data: memoryview, stride: int, count: int, family: int, cache: Add
         return None
     if info_at >= 0:
         at = info_at - NLATTR.size
-        if data.cast("I")[at // 4 :: stride // 4].tolist().count(info_header) != count:
+        if part.u32(at).count(info_header) != count:
             return None
     return part
 

@@ -1,12 +1,12 @@
-"""Columns of a run of equal sock_diag messages: `RawPart`, the table part the daemon's polls read.
+"""Columns of a run of equal sock_diag messages: `RawPart`, what the reader compacts into table parts.
 
 A run's messages share one length and one attribute layout, so a field sits at the same offset in every
-message: a memoryview cast to u8/u32 and sliced with the message length as its step yields that field
-of every message, and `.tobytes()` + `array.frombytes` turn it into a compact column in C, with no
-per-socket Python loop and no int object per value (1 to 8 bytes a row: a column of 100k u32 values
-is 400 KB, not the 3.6 MB a list of ints takes). Offsets
-are those of `struct inet_diag_msg` after the 16-byte nlmsghdr (see sockdiag_msg for the layout) and of
-`struct tcp_info` within the INET_DIAG_INFO payload. sockdiag_bulk finds the runs and builds the parts.
+message: the run copied once into an array of u32 words and sliced with the message length as its step
+yields that field of every message as a compact column, in C, with no per-socket Python loop and no int
+object per value (1 to 8 bytes a row: a column of 100k u32 values is 400 KB, not the 3.6 MB a list of
+ints takes). Offsets are those of `struct inet_diag_msg` after the 16-byte nlmsghdr (see sockdiag_msg
+for the layout) and of `struct tcp_info` within the INET_DIAG_INFO payload. sockdiag_bulk finds the runs
+and builds the parts; sockdiag_compact copies them out of the receive buffer (`CompactPart`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,9 @@ class RawPart:
     one attribute layout; `info_at` is the tcp_info payload's offset in a message (-1: none) and
     `info_len` its length in bytes."""
 
-    __slots__ = ("_cache", "_columns", "_decode", "count", "data", "family", "info_at", "info_len", "stride")
+    __slots__ = (
+        "_cache", "_columns", "_decode", "_words", "count", "data", "family", "info_at", "info_len", "stride",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -98,6 +100,7 @@ class RawPart:
         self.info_at, self.info_len = info
         self._cache = cache
         self._columns: dict[str, Values] = {}
+        self._words: array[int] | None = None
         self._decode: DecodeCache | None = None
 
     def __len__(self) -> int:
@@ -156,28 +159,36 @@ class RawPart:
 
     def u8(self, off: int) -> array[int]:
         """The byte at `off` (from the start of a message) of every message."""
-        return array("B", self.data[off :: self.stride].tobytes())
+        return array("B", self.u32(off & ~3).tobytes()[off & 3 :: 4])
 
     def u32(self, off: int) -> array[int]:
         """The host-order u32 at `off` (4-byte aligned) of every message."""
-        return _words(self.data, off, self.stride)
+        if self._words is None:
+            # The messages copied once into an array (a memcpy): an array's strided slice copies in a
+            # tight C loop, ~1 ns an element; a strided memoryview's tobytes goes through CPython's
+            # generic PyBuffer_ToContiguous, ~10 ns an element.
+            self._words = array("I")
+            self._words.frombytes(self.data)
+        return self._words[off // 4 :: self.stride // 4]
 
     def _u64(self, off: int) -> array[int]:
-        """A u64 field read as two u32 words (a message is only 4-byte aligned), little-endian."""
+        """A u64 field read as two u32 words (a message is only 4-byte aligned)."""
         low, high = self.u32(off), self.u32(off + 4)
         if high.count(0) == len(high):  # the usual case for cookies and byte counts: below 2**32
             return low
-        wide = array("Q", bytes(8 * self.count))
-        words = memoryview(wide).cast("B").cast("I")
-        words[0::2], words[1::2] = low, high  # strided copies, in C
+        words = array("I", bytes(8 * self.count))
+        words[0::2], words[1::2] = (low, high) if _LITTLE_ENDIAN else (high, low)  # strided, in C
+        wide = array("Q")
+        wide.frombytes(words.tobytes())
         return wide
 
     def _be16(self, off: int) -> array[int]:
         """A big-endian u16 field (inet_diag_sockid ports), swapped in C."""
-        ports = array("H", self.data.cast("H")[off // 2 :: self.stride // 2].tobytes())
+        ports = array("H")
+        ports.frombytes(self.u32(off & ~3).tobytes())
         if _LITTLE_ENDIAN:
             ports.byteswap()
-        return ports
+        return ports[(off & 3) // 2 :: 2]
 
     def _address(self, off: int) -> list[str]:
         if self.family == socket.AF_INET:
@@ -188,8 +199,3 @@ class RawPart:
 
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
-
-
-def _words(data: memoryview, off: int, stride: int) -> array[int]:
-    """The u32 at `off` in every `stride`-byte message of `data`, as a compact array."""
-    return array("I", data.cast("I")[off // 4 :: stride // 4].tobytes())
