@@ -225,3 +225,20 @@ def test_a_released_table_keeps_its_columns_and_drops_its_buffers() -> None:
         table.socket(0)
     with pytest.raises(LookupError):
         table.column("rqueue")
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "skipped"),
+    [(17, 13, 1), (18, 9, 1), (16, socket.AF_INET6, 0), (124, 4 + 104, 0)],
+    ids=["unknown state", "unknown timer", "other family", "other tcp_info header"],
+)
+def test_a_run_with_one_odd_message_is_decoded_one_by_one(offset: int, value: int, skipped: int) -> None:
+    """One message of a run that a RawPart could not represent sends the run to the message decoder,
+    which skips what it cannot represent and reads the rest as it always does."""
+    full = [bytearray(m) for m in messages(load("population_inet4.bin")) * 2 if len(m) == 408]
+    struct.pack_into("=H" if offset == 124 else "=B", full[5], offset, value)
+    dump = b"".join(full) + DONE
+    result = parse_bulk(memoryview(dump), socket.AF_INET, AddressCache())
+    assert not any(isinstance(p, RawPart) for p in result.parts) and result.skipped == skipped
+    reference = parse_sockdiag(dump)
+    assert Counter(SocketTable(result.parts)) == Counter(reference.sockets) and reference.skipped == skipped
