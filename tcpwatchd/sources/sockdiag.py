@@ -25,8 +25,10 @@ from typing import Any, Generic, TypeVar, cast
 
 from tcpwatchd.errors import SourceUnavailable
 from tcpwatchd.sources.netlink import NLMSG_DONE, NLMSG_ERROR, NLMSGHDR, SOCK_DIAG_BY_FAMILY, NetlinkError
+from tcpwatchd.sources.sockdiag_buffers import SHARED, BufferPool
 from tcpwatchd.sources.sockdiag_bulk import BulkDump, parse_bulk
 from tcpwatchd.sources.sockdiag_columns import AddressCache
+from tcpwatchd.sources.sockdiag_compact import Compactor
 from tcpwatchd.sources.sockdiag_msg import INET_DIAG_INFO
 from tcpwatchd.table import SocketTable
 
@@ -37,8 +39,6 @@ NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 ALL_STATES = 0xFFFFFFFF  # idiag_states bitmask: 1 << state for every state, NEW_SYN_RECV (12) included
 # inet_diag_req_v2: family, protocol, ext (bit INET_DIAG_INFO - 1), pad, states, then a zeroed 48-byte sockid.
 REQ_V2 = struct.Struct("=BBBxI48x")
-RECV_BUFFER = 1 << 20  # the kernel fills at most ~32 KiB per dump skb (net/netlink/af_netlink.c)
-CHUNK = 8 << 20  # receive buffer size; a dump of 100k sockets (about 400 bytes each) fills five
 SO_RCVBUF_WANTED = 4 << 20
 MAX_DUMP_SECONDS = 30.0  # a bound on the whole dump; a single recv is bounded by the socket timeout
 # Errors that mean "this kernel cannot answer", so the caller should fall back to /proc.
@@ -80,7 +80,8 @@ def open_sock_diag(timeout: float = 5.0) -> socket.socket:
 class SockDiagReader:
     """Dumps every TCP socket of this process's network namespace into a SocketTable.
 
-    Kept across polls for what is worth remembering: address texts. `open_socket(family)`, when given,
+    Kept across polls for what is worth remembering: address texts, and receive buffers (`pool`: the
+    process's shared one unless given; see sockdiag_buffers). `open_socket(family)`, when given,
     supplies the socket each family's dump runs on (the reader closes it after the dump): sources.nsdiag
     passes duplicates of sockets it opened inside another network namespace. `parallel=False` dumps IPv6
     after IPv4 on the calling thread: for a container's few sockets a helper thread costs more than it
@@ -92,9 +93,11 @@ class SockDiagReader:
         timeout: float = 5.0,
         open_socket: Callable[[int], socket.socket] | None = None,
         parallel: bool = True,
+        pool: BufferPool = SHARED,
     ) -> None:
         self._timeout = timeout
         self._parallel = parallel
+        self._pool = pool
         self._addresses = AddressCache()
         self._open = open_socket or (lambda _family: open_sock_diag(self._timeout))
 
@@ -130,9 +133,8 @@ class SockDiagReader:
     def _family(self, family: int, seq: int, notes: list[str]) -> BulkDump | None:
         label = "IPv4" if family == socket.AF_INET else "IPv6"
         try:
-            with self._open(family) as sock:
-                chunks = self._receive(sock, family, seq, label)
-            result = _joined([parse_bulk(chunk, family, self._addresses) for chunk in chunks])
+            with self._open(family) as sock, self._pool.buffer() as buf:
+                result = self._receive(sock, buf, family, seq, label)
         except NetlinkError as e:
             if e.errno not in UNAVAILABLE_ERRNOS:
                 raise
@@ -146,49 +148,28 @@ class SockDiagReader:
             notes.append(f"the {label} dump was interrupted by a table change: it may be inexact")
         return result
 
-    def _receive(self, sock: socket.socket, family: int, seq: int, label: str) -> list[memoryview]:
-        """Every reply of one dump, up to and including NLMSG_DONE, back to back in one or more buffers
-        (a reply never straddles two)."""
+    def _receive(self, sock: socket.socket, buf: mmap.mmap, family: int, seq: int, label: str) -> BulkDump:
+        """Every reply of one dump, up to and including NLMSG_DONE, decoded. Replies are received back to
+        back into `buf`; each time it is full (a reply never straddles two fillings) and at the end, what
+        it holds is decoded and compacted, and the next replies overwrite it."""
         sock.sendall(request_bytes(family, seq))
-        # Anonymous maps, not bytearrays: the kernel hands out zeroed pages as they are first written (a
-        # bytearray memsets all of it first: 20 ms for 50 MB), pages never reached cost nothing, and a
-        # map goes back to the system when the last table reading it is dropped. Fixed-size maps, so a
-        # dump bigger than expected takes one more instead of copying what it has to a larger one.
-        chunks: list[memoryview] = []
-        buf = _anonymous(CHUNK)
-        view, pos, recv, ends = memoryview(buf), 0, sock.recv_into, _ends_dump
+        compactor = Compactor(family, self._addresses)
+        view, pos, recv, step, ends = memoryview(buf), 0, sock.recv_into, self._pool.recv, _ends_dump
         deadline = time.monotonic() + MAX_DUMP_SECONDS
         for rounds in itertools.count():
-            if len(buf) - pos < RECV_BUFFER:  # full: go on in another buffer
-                chunks.append(view[:pos])
-                buf = _anonymous(CHUNK)
-                view, pos = memoryview(buf), 0
-            n = recv(view[pos : pos + RECV_BUFFER])
+            if len(buf) - pos < step:  # full: compact what it holds, then receive into it again
+                compactor.add(parse_bulk(view[:pos], family, self._addresses))
+                pos = 0
+            n = recv(view[pos : pos + step])
             if n == 0:
                 raise NetlinkError(errno.EPIPE, f"{label} dump ended without NLMSG_DONE")
             last, pos = pos, pos + n
             if ends(buf, last, pos):
-                chunks.append(view[:pos])
-                return chunks
+                compactor.add(parse_bulk(view[:pos], family, self._addresses))
+                return compactor.finish()
             if rounds % 64 == 63 and time.monotonic() > deadline:
                 break
         raise NetlinkError(errno.ETIMEDOUT, f"{label} dump did not finish within {MAX_DUMP_SECONDS:.0f}s")
-
-
-def _anonymous(size: int) -> mmap.mmap:
-    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-
-
-def _joined(chunks: list[BulkDump]) -> BulkDump:
-    """One family's dump from its buffers' decodings, in order (only the last holds NLMSG_DONE)."""
-    if len(chunks) == 1:
-        return chunks[0]
-    return BulkDump(
-        parts=tuple(part for chunk in chunks for part in chunk.parts),
-        done=chunks[-1].done,
-        skipped=sum(chunk.skipped for chunk in chunks),
-        interrupted=any(chunk.interrupted for chunk in chunks),
-    )
 
 
 class _Background(Generic[T]):

@@ -2,9 +2,10 @@
 
 Every full socket of a family carries the same attributes in the same order, so a dump is mostly one
 run of equal-length messages. Such a run becomes a `RawPart` (sockdiag_columns) over the received bytes
-themselves, found by reading only the message headers, strided, in C. Messages of other lengths
-(TIME_WAIT and request sockets, a socket with an extra attribute) are walked one by one by
-netlink.walk_messages (the framing loop the per-message decoder uses too), copied into one buffer per
+themselves, found by reading only the message headers, strided, in C (the reader then copies its
+fields into a `CompactPart`, sockdiag_compact, before it receives into the same buffer again). Messages
+of other lengths (TIME_WAIT and request sockets, a socket with an extra attribute) are walked one by one
+by netlink.walk_messages (the framing loop the per-message decoder uses too), copied into one buffer per
 length, and decoded the same way, or message by message when that length cannot be a RawPart.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from itertools import compress, count
 from typing import Any
 
-from tcpwatchd.columns import ObjectPart
+from tcpwatchd.columns import ObjectPart, Values
 from tcpwatchd.model import Socket
 from tcpwatchd.sources.codes import STATE_OF, TIMER_OF
 from tcpwatchd.sources.netlink import (
@@ -27,7 +28,7 @@ from tcpwatchd.sources.netlink import (
     Cursor,
     walk_messages,
 )
-from tcpwatchd.sources.sockdiag_columns import AddressCache, RawPart
+from tcpwatchd.sources.sockdiag_columns import AddressCache, RawPart, all_equal
 from tcpwatchd.sources.sockdiag_msg import (
     DIAG_MSG_END,
     INET_DIAG_INFO,
@@ -155,15 +156,21 @@ def _raw_part(data: memoryview, stride: int, count: int, family: int, cache: Add
         return None
     info_header, info_at, info_len = layout
     part = RawPart(data, stride, count, family, (info_at, info_len), cache)
-    if set(part.column("family")) != {family} or not set(part.column("state")) <= STATE_OF.keys():
+    if not _only(part.column("family"), bytes([family])) or not _only(part.column("state"), _STATES):
         return None
-    if not set(part.column("timer")) <= TIMER_OF.keys():
+    if not _only(part.column("timer"), _TIMERS):
         return None
-    if info_at >= 0:
-        at = info_at - NLATTR.size
-        if data.cast("I")[at // 4 :: stride // 4].tolist().count(info_header) != count:
-            return None
+    if info_at >= 0 and not all_equal(part.u32(info_at - NLATTR.size), info_header):
+        return None
     return part
+
+
+_STATES, _TIMERS = bytes(STATE_OF), bytes(TIMER_OF)  # the numbers we know, as bytes (all below 256)
+
+
+def _only(column: Values, allowed: bytes) -> bool:
+    """Whether every value of a u8 column is one of `allowed` (deleting those leaves nothing; in C)."""
+    return not bytes(column).translate(None, allowed)
 
 
 def _attribute_layout(data: memoryview, stride: int) -> tuple[int, int, int] | None:

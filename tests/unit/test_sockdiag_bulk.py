@@ -15,10 +15,10 @@ import pytest
 from tcpwatchd.columns import COLUMNS, ObjectPart
 from tcpwatchd.errors import ParseError
 from tcpwatchd.model import Socket
-from tcpwatchd.sources import sockdiag
 from tcpwatchd.sources.netlink import NLMSGHDR, NetlinkError
 from tcpwatchd.sources.sockdiag_bulk import parse_bulk
 from tcpwatchd.sources.sockdiag_columns import AddressCache, RawPart
+from tcpwatchd.sources.sockdiag_compact import Compactor
 from tcpwatchd.sources.sockdiag_msg import parse_sockdiag
 from tcpwatchd.table import SocketTable
 
@@ -190,7 +190,10 @@ def test_a_dump_received_into_several_buffers_decodes_to_the_same_table(
     cache = AddressCache()
     decoded = [parse_bulk(memoryview(chunk), FAMILY[name], cache) for chunk in chunks]
     assert [d.done for d in decoded] == [False] * (len(chunks) - 1) + [True]
-    joined = sockdiag._joined(decoded)
+    compactor = Compactor(FAMILY[name], cache)
+    for d in decoded:
+        compactor.add(d)
+    joined = compactor.finish()
     assert joined.done and not joined.interrupted and joined.skipped == 0
     assert Counter(SocketTable(joined.parts)) == Counter(bulk(load(name), FAMILY[name]))
 
@@ -222,3 +225,20 @@ def test_a_released_table_keeps_its_columns_and_drops_its_buffers() -> None:
         table.socket(0)
     with pytest.raises(LookupError):
         table.column("rqueue")
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "skipped"),
+    [(17, 13, 1), (18, 9, 1), (16, socket.AF_INET6, 0), (124, 4 + 104, 0)],
+    ids=["unknown state", "unknown timer", "other family", "other tcp_info header"],
+)
+def test_a_run_with_one_odd_message_is_decoded_one_by_one(offset: int, value: int, skipped: int) -> None:
+    """One message of a run that a RawPart could not represent sends the run to the message decoder,
+    which skips what it cannot represent and reads the rest as it always does."""
+    full = [bytearray(m) for m in messages(load("population_inet4.bin")) * 2 if len(m) == 408]
+    struct.pack_into("=H" if offset == 124 else "=B", full[5], offset, value)
+    dump = b"".join(full) + DONE
+    result = parse_bulk(memoryview(dump), socket.AF_INET, AddressCache())
+    assert not any(isinstance(p, RawPart) for p in result.parts) and result.skipped == skipped
+    reference = parse_sockdiag(dump)
+    assert Counter(SocketTable(result.parts)) == Counter(reference.sockets) and reference.skipped == skipped
