@@ -97,7 +97,7 @@ def build_report(
         sysctl=MappingProxyType(dict(sysctl_values or {})), probed=MappingProxyType(dict(probed or {}))
     )
     codes = rules.row_codes(tracked) if rules is not None and rules.active else None
-    rows: dict[Kind, list[int]] = {}
+    rows: dict[Kind, Sequence[int]] = {}
     runs: list[DetectorRun] = []
     findings: list[Finding] = []
     counts: dict[ProcessLabels, dict[Kind, int]] = {}
@@ -120,7 +120,9 @@ def build_report(
         for p, (_, outcome) in zip(passes, done, strict=True):
             findings.extend(replace(f, rule=p.rule) if p.rule else f for f in outcome.findings)
             for kind, kind_rows in outcome.rows.items():  # each pass judges its own group's rows
-                rows.setdefault(kind, []).extend(kind_rows)
+                # The detector's own sequence (an array of 4-byte rows, maybe every connection), joined
+                # into a list only when a second pass adds rows of the kind.
+                rows[kind] = [*rows[kind], *kind_rows] if kind in rows else kind_rows
             _add(counts, values, outcome)
             for key, by_port in outcome.port_values.items():  # passes judge disjoint processes
                 port_values.setdefault(key, {}).update(by_port)

@@ -61,7 +61,11 @@ class OwnerCache:
         self._threads = scan_threads or min(_MAX_SCAN_THREADS, len(os.sched_getaffinity(0)))
         self._identity = ProcessIdentity(proc_root)
         self._procs: dict[ProcKey, _Process] = {}
-        self._last_inodes: frozenset[int] = frozenset()
+        # The inodes of the last attribution, as the table's column (a set of 100k ints is ~7 MB: it is
+        # built again from this only on a poll whose sockets changed), and how many were non-zero.
+        self._basis: Sequence[int] = ()
+        self._basis_count = 0
+        self._incoming: Sequence[int] = ()
         self._last_list: Sequence[int] = ()
         self._prefetch: FdScan[_ScanOutcome] | None = None  # started by start_full_scan
         self._recheck = False  # scan for new fds even when the sockets are the same as last poll's
@@ -97,9 +101,9 @@ class OwnerCache:
         quiet = prefetched is None and not recheck and self._quiet_since_last_poll(pids, now)
         if quiet and inodes == self._last_list:
             return self._same_as_last_poll()
-        self._last_list = inodes
+        self._last_list, self._incoming = inodes, inodes
         current = frozenset(filter(None, inodes))  # without inode 0, in one pass
-        if quiet and current <= self._last_inodes:
+        if quiet and current <= self._last_inodes():
             return self._only_closed_since_last_poll(current)
         if prefetched is not None:
             return self._settle(prefetched, current, pids, full_at=now, read_during_dump=True)
@@ -112,8 +116,8 @@ class OwnerCache:
         since the last poll (a UNIX socket's or another namespace's fd is not read again each poll: a
         host has thousands). An fd number whose unknown socket closed and was reused for one of ours
         leaves that socket without an owner: then every fd not vouched for by `current` is read again."""
-        gone = self._last_inodes - current
-        last = self._last_inodes
+        last = self._last_inodes()
+        gone = last - current
         attribution = self._settle(self._scan(list(pids), current, gone), current, pids, full_at=None)
         if (current - last).difference(attribution.owners):
             attribution = self._settle(self._scan(list(pids), current), current, pids, full_at=None)
@@ -126,7 +130,7 @@ class OwnerCache:
     def _same_as_last_poll(self) -> Attribution:
         """The very same sockets and processes as last poll (compared in C): read nothing."""
         last = self._require_last()
-        stats = _stats(last.stats, last.owners, self._last_inodes, scanned=0)
+        stats = _stats(last.stats, last.owners, self._basis_count, scanned=0)
         self._last = Attribution(last.owners, stats)
         return self._last
 
@@ -134,8 +138,9 @@ class OwnerCache:
         """No socket is new: some only closed. Drop them, read nothing."""
         last = self._require_last()
         owners = {i: o for i, o in last.owners.items() if i in current}
-        stats = _stats(last.stats, owners, current, scanned=0)
-        self._last, self._last_inodes = Attribution(owners, stats), current
+        stats = _stats(last.stats, owners, len(current), scanned=0)
+        self._last = Attribution(owners, stats)
+        self._remember(current)
         return self._last
 
     def _full_rescan(self, pids: frozenset[str], current: frozenset[int], now: float) -> Attribution:
@@ -157,12 +162,19 @@ class OwnerCache:
         if full_at is not None:
             self._next_full = full_at + self._full_rescan_seconds
         owners = self._owners(current)
-        stats = _stats(scanned, owners, current, scanned=scanned.processes_scanned)
+        stats = _stats(scanned, owners, len(current), scanned=scanned.processes_scanned)
         # Tables read during the dump miss a socket opened meanwhile: when some socket has no owner,
         # the next poll reads the fds it does not know instead of trusting this.
         self._recheck = read_during_dump and len(owners) < len(current)
-        self._last, self._last_inodes, self._last_pids = Attribution(owners, stats), current, pids
+        self._last, self._last_pids = Attribution(owners, stats), pids
+        self._remember(current)
         return self._last
+
+    def _remember(self, current: frozenset[int]) -> None:
+        self._basis, self._basis_count = self._incoming, len(current)
+
+    def _last_inodes(self) -> frozenset[int]:
+        return frozenset(filter(None, self._basis))
 
     def _require_last(self) -> Attribution:
         if self._last is None:
@@ -252,12 +264,12 @@ def _age_order(proc: _Process) -> tuple[int, int]:
 
 
 def _stats(
-    base: AttributionStats, owners: Mapping[int, Owner], current: frozenset[int], scanned: int
+    base: AttributionStats, owners: Mapping[int, Owner], sockets: int, scanned: int
 ) -> AttributionStats:
     return AttributionStats(
         processes=base.processes,
         processes_scanned=scanned,
         processes_denied=base.processes_denied,
         processes_vanished=base.processes_vanished if scanned else 0,
-        sockets_unowned=len(current) - len(owners),
+        sockets_unowned=sockets - len(owners),
     )
