@@ -6,7 +6,7 @@ names columns (`Derived` declarations, detectors) import the names from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any, Literal, Protocol, get_args
 
 from tcpwatchd.model import Socket, TcpState, consecutive_retransmits
@@ -61,6 +61,10 @@ class Part(Protocol):
     def socket(self, i: int) -> Socket: ...
 
     def column(self, name: Column) -> Values: ...
+
+    def retained(self, names: Collection[str]) -> Part:
+        """A part giving at least the columns `names`, holding as little else as it can."""
+        ...
 
 
 def object_key(sock: Socket) -> Key:
@@ -123,3 +127,29 @@ class ObjectPart:
 
     def column(self, name: Column) -> list[Any]:
         return list(map(_OBJECT_COLUMNS[name], self._sockets))
+
+    def retained(self, names: Collection[str]) -> ObjectPart:
+        """Itself: its sockets give any column (see SocketTable.release)."""
+        return self
+
+
+class KeptPart:
+    """Columns of a part that are kept when its table is released (SocketTable.release), already built;
+    the part's sockets are gone."""
+
+    __slots__ = ("_columns", "_n")
+
+    def __init__(self, columns: dict[str, Values], n: int) -> None:
+        self._columns, self._n = columns, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def socket(self, i: int) -> Socket:
+        raise LookupError("a released part has no sockets")
+
+    def column(self, name: Column) -> Values:
+        return self._columns[name]
+
+    def retained(self, names: Collection[str]) -> KeptPart:
+        return KeptPart({name: self._columns[name] for name in names}, self._n)

@@ -70,7 +70,7 @@ class Carry:
 class SocketTable(Sequence[Socket]):
     """The sockets of one poll. Indexing or iterating builds `Socket`s; `column()` is the fast way in."""
 
-    __slots__ = ("_derived", "_ends", "_memo", "_n", "_parts", "_released")
+    __slots__ = ("_derived", "_ends", "_kept", "_memo", "_n", "_parts", "_released")
 
     def __init__(self, parts: Sequence[Part] = ()) -> None:
         self._parts = tuple(p for p in parts if len(p))
@@ -83,6 +83,7 @@ class SocketTable(Sequence[Socket]):
         self._memo: dict[str, Values] = {}  # column name -> values
         self._derived: dict[Derived[Any], Any] = {}
         self._released = False
+        self._kept: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, sockets: Sequence[Socket]) -> SocketTable:
@@ -158,8 +159,8 @@ class SocketTable(Sequence[Socket]):
         if col is None:
             if name not in COLUMNS:
                 raise KeyError(f"no socket column {name!r}")
-            if self._released:
-                raise LookupError(f"this socket table was released before column {name!r} was read")
+            if self._released and name not in self._kept:
+                raise LookupError(f"column {name!r} was not kept when this socket table was released")
             if len(self._parts) == 1:
                 col = self._parts[0].column(name)
             else:
@@ -168,13 +169,14 @@ class SocketTable(Sequence[Socket]):
         return col
 
     def release(self, keep: Iterable[Column] = ()) -> None:
-        """Drop the parts (a dump's receive buffers: the bulk of a table), keeping the columns read so far,
-        the `keep` ones, and the derived values. What a later poll reads of this one is columns (the
-        tracker's previous table, the carry), so the buffers need not stay resident until then;
-        afterwards `socket()` and a column not kept raise LookupError."""
-        for name in keep:
-            self.column(name)
-        self._parts, self._released = (), True
+        """Keep only the `keep` columns and the derived values: what a later poll reads of this one (the
+        tracker's previous table; the carry holds its own columns). The parts are slimmed to those
+        columns, which are then computed only if read (addresses, say, only on a change of socket
+        source); afterwards `socket()` and any other column raise LookupError."""
+        kept = frozenset(keep)
+        self._parts = tuple(part.retained(kept) for part in self._parts)
+        self._memo = {name: values for name, values in self._memo.items() if name in kept}
+        self._kept, self._released = kept, True
 
     def derive(self, what: Derived[T], compute: Callable[[], T]) -> T:
         """`what` for this table, computed once (or inherited from the previous poll)."""

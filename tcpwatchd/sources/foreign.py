@@ -53,6 +53,9 @@ class NetnsPart:
     def column(self, name: Column) -> Values:
         return [self._netns] * len(self._part) if name == "netns" else self._part.column(name)
 
+    def retained(self, names: Collection[str]) -> NetnsPart:
+        return NetnsPart(self._part.retained(names), self._netns)
+
 
 def tagged_parts(sockets: Sequence[Socket], netns: int) -> list[Part]:
     """The parts of one namespace's dump with `netns` set. Cookies stay the identity (the kernel's cookie

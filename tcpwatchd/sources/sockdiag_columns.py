@@ -15,10 +15,10 @@ import socket
 import struct
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from tcpwatchd.columns import Values
+from tcpwatchd.columns import KeptPart, Values
 from tcpwatchd.errors import ParseError
 from tcpwatchd.model import Socket, header_retransmits
 from tcpwatchd.sources.netlink import NLATTR
@@ -124,6 +124,10 @@ class RawPart:
         if col is None:
             col = self._columns[name] = self._extract(name)
         return col
+
+    def retained(self, names: Collection[str]) -> KeptPart:
+        """The columns `names`, built now: the part over the received bytes is not kept."""
+        return KeptPart({name: self.column(name) for name in names}, self.count)
 
     def _extract(self, name: str) -> Values:
         if name in _RAW_U32:

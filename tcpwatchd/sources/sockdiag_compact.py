@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 from array import array
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 from tcpwatchd.columns import Values
@@ -116,6 +116,22 @@ class CompactPart:
             c["rqueue"][i], c["wqueue"][i], c["uid"][i], c["inode"][i],
             TIMER_OF[c["timer"][i]], c["expires"][i], c["retrans"][i], c["key"][i], info,
         )  # fmt: skip
+
+    def retained(self, names: Collection[str]) -> CompactPart:
+        """A part that gives only the columns `names` (what a released table keeps, see
+        SocketTable.release): it shares their arrays, so the rest can be freed, and names addresses only
+        if they are read again (rarely: a change of socket source)."""
+        kept = {"state": self._arrays["state"]}
+        for name in names:
+            if name in self._arrays:
+                kept[name] = self._arrays[name]
+            elif name in _ADDRESSES:
+                kept.update(
+                    {f"{name}.{k}": self._arrays[f"{name}.{k}"] for k in range(_word_count(self.family))}
+                )
+            elif name == "retransmits" and not self.info:
+                kept.update(retrans=self._arrays["retrans"], timer=self._arrays["timer"])
+        return CompactPart(self.family, (self.info, self.byte_counts), kept, self._cache)
 
     def _words(self, name: str) -> list[array[int]]:
         return [self._arrays[f"{name}.{k}"] for k in range(_word_count(self.family))]

@@ -214,11 +214,13 @@ def test_numeric_columns_are_compact_arrays_and_join_across_parts() -> None:
 
 
 def test_a_released_table_keeps_its_columns_and_drops_its_buffers() -> None:
-    """What the tracker and the carry read of the previous poll (columns) survives release()."""
+    """What the tracker reads of the previous poll (the kept columns) survives release(), and only that:
+    a column read during the poll but not kept is dropped with the rest."""
     result = parse_bulk(memoryview(load("population_inet4.bin")), socket.AF_INET, AddressCache())
     table = SocketTable(result.parts)
     states = list(table.column("state"))
-    table.release(keep=("local_address",))
+    table.column("rqueue")
+    table.release(keep=("state", "local_address"))
     assert len(table) == len(states) and list(table.column("state")) == states
     assert len(table.column("local_address")) == len(states)
     with pytest.raises(LookupError):

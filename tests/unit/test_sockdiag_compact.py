@@ -169,3 +169,24 @@ def test_odd_messages_stay_decoded_sockets() -> None:
     result = compactor.finish()
     reference = parse_sockdiag(data)
     assert (list(SocketTable(result.parts)), result.skipped) == (list(reference.sockets), reference.skipped)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_released_compact_table_gives_its_kept_columns_and_nothing_else(case: str) -> None:
+    """release() slims each compact part to the kept columns' arrays; addresses (kept raw) are named only
+    when read, and equal what the part gave before."""
+    data, family = case_dump(case)
+    cache = AddressCache()
+    parts = [
+        compacted(p, cache)
+        for p in parse_bulk(memoryview(data), family, cache).parts
+        if isinstance(p, RawPart)
+    ]
+    table = SocketTable(parts)
+    keep = ("key", "state", "inode", "netns", "family", "local_address", "local_port", "remote_address")
+    before = {name: list(table.column(name)) for name in (*keep, "rqueue", "retransmits")}
+    table.release(keep=keep)
+    assert {name: list(table.column(name)) for name in keep} == {name: before[name] for name in keep}
+    for name in ("rqueue", "retransmits", "remote_port"):
+        with pytest.raises(LookupError):
+            table.column(name)
