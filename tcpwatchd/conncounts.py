@@ -24,7 +24,7 @@ from tcpwatchd.columns import UNCONNECTED, Key
 from tcpwatchd.facts import Side
 from tcpwatchd.model import NOBODY, Owner, ProcessLabels, TcpState
 from tcpwatchd.openings import OpeningHistory, peer_address
-from tcpwatchd.snapshot import Snapshot, listener_owners, pod_labels, row_labels
+from tcpwatchd.snapshot import Snapshot, listener_owners, pod_labels, row_processes
 from tcpwatchd.sources.destroy_parse import side_of
 
 
@@ -91,11 +91,12 @@ class ConnectionCounts:
         table = previous.sockets
         keys, states, ports = table.column("key"), table.column("state"), table.column("local_port")
         spaces = table.column("netns")
-        labels, listeners = row_labels(previous), listener_owners(previous)
+        processes, listeners = row_processes(previous), listener_owners(previous)
+        codes, labels = processes.codes, processes.labels
         for row in compress(range(len(keys)), map(gone.__contains__, keys)):
             if states[row] in UNCONNECTED:
                 continue
-            who = labels[row]
+            who = labels[codes[row]]
             listener = listeners.get((spaces[row], ports[row])) if not who.process else None
             if listener is not None:
                 who = listener.labels

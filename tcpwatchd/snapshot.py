@@ -196,13 +196,13 @@ def _row_processes(snap: Snapshot) -> RowProcesses:
     # an Owner per row costs ~1 µs), and only the distinct owners are labelled in Python.
     owners = snap.owners
     get = owners.copy().get if isinstance(owners, MappingProxyType) else owners.get
-    held = list(map(get, snap.sockets.column("inode")))
-    ids = list(map(id, held))
+    inodes = snap.sockets.column("inode")
     index: dict[ProcessLabels, int] = {}
     code_of: dict[int, int] = {}
-    for key, owner in dict(zip(ids, held, strict=True)).items():
+    # Streamed twice rather than kept: a list of each row's owner id would be 40 bytes a row.
+    for key, owner in dict(zip(map(id, map(get, inodes)), map(get, inodes), strict=True)).items():
         code_of[key] = index.setdefault(owner.labels if owner is not None else NOBODY, len(index))
-    codes = list(map(code_of.__getitem__, ids))
+    codes = array("I", map(code_of.__getitem__, map(id, map(get, inodes))))
     pods = pod_labels(snap)
     if pods:  # sockets without an owner in a pod's namespace count under that pod
         netns, nobody = snap.sockets.column("netns"), code_of.get(id(None), -1)
@@ -210,14 +210,15 @@ def _row_processes(snap: Snapshot) -> RowProcesses:
             if codes[row] == nobody:
                 codes[row] = index.setdefault(pods[netns[row]], len(index))
     labels = tuple(index)
-    return RowProcesses(labels, bytes(codes) if len(labels) <= 256 else array("I", codes))
+    return RowProcesses(labels, array("B", codes).tobytes() if len(labels) <= 256 else codes)
 
 
 def _count(snap: Snapshot) -> Mapping[tuple[str, ProcessLabels], int]:
-    raw = Counter(zip(snap.sockets.column("state"), row_labels(snap), strict=True))
+    processes = row_processes(snap)
+    raw = Counter(zip(snap.sockets.column("state"), processes.codes, strict=True))  # small ints: cheap
     counts: Counter[tuple[str, ProcessLabels]] = Counter()
-    for (state, labels), n in raw.items():
-        counts[(TcpState(state).label, labels)] += n
+    for (state, code), n in raw.items():
+        counts[(TcpState(state).label, processes.labels[code])] += n
     return MappingProxyType(dict(counts))
 
 

@@ -15,7 +15,8 @@ from types import MappingProxyType
 from tcpwatchd.frozen import frozen_builder
 from tcpwatchd.model import NOBODY, Owner, ProcessLabels, Socket, Workload
 from tcpwatchd.openings import peer_address as peer_address  # re-exported: detectors key peers with it
-from tcpwatchd.snapshot import pod_labels, row_labels, row_processes
+from tcpwatchd.snapshot import pod_labels, row_processes
+from tcpwatchd.table import Derived
 from tcpwatchd.tracker import TrackedPoll
 from tcpwatchd.verdicts import Probed
 
@@ -161,7 +162,8 @@ def endpoint(address: str, port: int | str) -> str:
 
 def owner_labels(tracked: TrackedPoll, rows: Iterable[int]) -> list[ProcessLabels]:
     """The series identity of each row's counted owner (`NOBODY` when no process holds the socket)."""
-    return list(map(row_labels(tracked.snapshot).__getitem__, rows))
+    processes = row_processes(tracked.snapshot)
+    return list(map(processes.labels.__getitem__, map(processes.codes.__getitem__, rows)))
 
 
 def judged_rows(tracked: TrackedPoll, rows: Sequence[int]) -> Sequence[int]:
@@ -179,16 +181,24 @@ def judges_opening(tracked: TrackedPoll, owner: Owner | None, local_port: int, r
 
 
 def mass_outcome(
-    kind: Kind, tracked: TrackedPoll, rows: Sequence[int], finding: Callable[[int], Finding]
+    kind: Kind,
+    tracked: TrackedPoll,
+    rows: Sequence[int],
+    finding: Callable[[int], Finding],
+    carried: Derived[Listing] | None = None,
 ) -> Outcome:
     """Count every row (of those the run judges) under its process; build `finding(row)` only for the
-    first LISTED_PER_PROCESS rows of each process, in table order."""
+    first LISTED_PER_PROCESS rows of each process, in table order.
+
+    `carried`: the rows are a value derived from the columns it names (and the owners, which it must
+    read): the counts and the rows listed are then carried to the next poll with it (see table.Derived),
+    when the run judges every socket."""
     rows = judged_rows(tracked, rows)
-    processes = row_processes(tracked.snapshot)
-    codes = processes.codes_of(rows)
-    counts = {(kind, name): n for name, n in processes.counted(codes).items()}
-    listed = [rows[at] for at in processes.first_of_each(codes, LISTED_PER_PROCESS)]
     table = tracked.snapshot.sockets
+    if carried is not None and tracked.scope is None:
+        counts, listed = table.derive(carried, lambda: _listing(kind, tracked, rows))
+    else:
+        counts, listed = _listing(kind, tracked, rows)
     if len(listed) * _DECODE_PER_COLUMN_ROW >= len(table) and not table.released:
         table.column("remote_address")  # many listed rows: reading columns beats decoding each (row_finding)
     return Outcome(
@@ -196,6 +206,16 @@ def mass_outcome(
         counts=MappingProxyType(counts),
         rows=MappingProxyType({kind: rows}) if rows else MappingProxyType({}),
     )
+
+
+Listing = tuple[Mapping[tuple[Kind, ProcessLabels], int], list[int]]  # counts, and the rows to name
+
+
+def _listing(kind: Kind, tracked: TrackedPoll, rows: Sequence[int]) -> Listing:
+    processes = row_processes(tracked.snapshot)
+    codes = processes.codes_of(rows)
+    counts = {(kind, name): n for name, n in processes.counted(codes).items()}
+    return counts, [rows[at] for at in processes.first_of_each(codes, LISTED_PER_PROCESS)]
 
 
 def connection_finding(

@@ -23,6 +23,7 @@ from tcpwatchd.detectors.base import (
     Context,
     Finding,
     Kind,
+    Listing,
     Outcome,
     mass_outcome,
     row_finding,
@@ -51,6 +52,8 @@ def _rows(table: SocketTable) -> Sequence[int]:
 
 # Reads states and timers only: carried to the next poll while both columns are unchanged.
 _UNARMED = Derived[Sequence[int]]("keepalive_off.rows", reads=("state", "timer"))
+# Their counts per process and the rows named: the same, and the owners of those rows unchanged.
+_LISTING = Derived[Listing]("keepalive_off.listing", reads=("state", "timer", "inode", "netns"), owners=True)
 
 
 def detect_keepalive_off(tracked: TrackedPoll, cfg: KeepaliveOffConfig, ctx: Context) -> Outcome:
@@ -61,7 +64,7 @@ def detect_keepalive_off(tracked: TrackedPoll, cfg: KeepaliveOffConfig, ctx: Con
         age = tracked.now - tracked.track_at(row).first_seen
         return row_finding(KEEPALIVE_OFF, tracked, row, age)
 
-    return mass_outcome(KEEPALIVE_OFF, tracked, rows, finding)
+    return mass_outcome(KEEPALIVE_OFF, tracked, rows, finding, _LISTING)
 
 
 SPEC = register(

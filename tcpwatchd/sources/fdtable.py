@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from itertools import compress
 from operator import itemgetter, methodcaller
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from tcpwatchd.sources.procfs import SOCKET_LINK_PREFIX, socket_inode
 
@@ -72,8 +72,16 @@ def open_fd_count(pid: int, proc_root: str = "/proc") -> int:
         return len(os.listdir(dir_fd))
 
 
+class KnownFds(Protocol):
+    """A process's last fd table as kept (a dict, or sources.fdmap.FdMap)."""
+
+    def get(self, name: str, /) -> int | None: ...
+
+    def __len__(self) -> int: ...
+
+
 def read_fds(
-    dir_fd: int, old: Mapping[str, int], current: frozenset[int], gone: frozenset[int] | None = None
+    dir_fd: int, old: KnownFds, current: frozenset[int], gone: frozenset[int] | None = None
 ) -> FdTable:
     """The fd table, re-reading only what `old` (this process's last table) cannot vouch for: an fd not
     seen before, or one whose socket may have been closed (its number then reused): with `gone`, one

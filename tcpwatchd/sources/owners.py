@@ -26,6 +26,7 @@ from functools import partial
 from typing import Literal
 
 from tcpwatchd.model import AttributionStats, Owner
+from tcpwatchd.sources.fdmap import FdMap
 from tcpwatchd.sources.fdtable import FdScan, fd_dir, list_pids, read_fds
 from tcpwatchd.sources.identity import ProcessIdentity, ProcKey
 
@@ -39,7 +40,7 @@ _MAX_SCAN_THREADS = 4  # the most threads a big host starts for a scan (measured
 class _Process:
     owner: Owner
     start_ticks: int
-    fds: dict[str, int] = field(default_factory=dict)  # fd number -> socket inode (0: not a socket)
+    fds: FdMap = field(default_factory=FdMap)  # fd number -> socket inode (0: not a socket)
 
 
 _ScanOutcome = tuple[ProcKey, _Process] | Literal["denied", "vanished"]
@@ -225,7 +226,7 @@ class OwnerCache:
         try:
             key, proc = self._process(int(pid_s))
             with fd_dir(pid_s, self._root) as dir_fd:
-                proc.fds = read_fds(dir_fd, proc.fds, current, gone)
+                proc.fds = FdMap.of(read_fds(dir_fd, proc.fds, current, gone))
         except PermissionError:
             return "denied"
         except (FileNotFoundError, ProcessLookupError):

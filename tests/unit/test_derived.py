@@ -101,3 +101,23 @@ def test_a_value_that_reads_only_states_survives_a_queue_change() -> None:
 def test_a_declaration_names_only_real_columns() -> None:
     with pytest.raises(ValueError, match="unknown columns"):
         Derived[int]("typo", reads=("rqeueu",))  # type: ignore[arg-type]
+
+
+def test_keepalive_offs_counts_carried_only_while_the_owners_hold() -> None:
+    """The listing (counts per process, rows named) rides with the rows: same sockets under a new owner
+    count under the new owner; the same sockets and owners reuse it."""
+    from tcpwatchd.detectors.base import Context
+    from tcpwatchd.detectors.keepalive_off import KeepaliveOffConfig, detect_keepalive_off
+    from tcpwatchd.tracker import Tracker
+
+    tracker, cfg = Tracker(), KeepaliveOffConfig()
+    counts = []
+    previous = None
+    for at, name in ((0.0, "a"), (10.0, "a"), (20.0, "b")):
+        snap = snapshot(at, _base(), {1: owner(name, 1), 2: owner(name, 1)})
+        if previous is not None:
+            snap.inherit(previous.carry())
+        outcome = detect_keepalive_off(tracker.update(snap), cfg, Context())
+        counts.append({labels.process: n for (_kind, labels), n in outcome.counts.items()})
+        previous = snap
+    assert counts == [{"a": 2}, {"a": 2}, {"b": 2}]
