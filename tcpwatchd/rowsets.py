@@ -46,6 +46,21 @@ def services(table: SocketTable, rows: Sequence[int]) -> list[PeerKey]:
     return list(zip(map(table.column("netns").__getitem__, rows), peers, ports, strict=True))
 
 
+def listening_ports(table: SocketTable) -> set[tuple[int, int]]:
+    """(netns, port) of every LISTEN socket: the ports a peer connects to."""
+    ports, spaces = table.column("local_port"), table.column("netns")
+    return {(spaces[row], ports[row]) for row in table.rows_in(TcpState.LISTEN)}
+
+
+def on_ports(table: SocketTable, rows: Sequence[int], ports: set[tuple[int, int]]) -> list[int]:
+    """The rows of `rows` whose (netns, local port) is one of `ports`, selected in C."""
+    if not ports:
+        return []
+    local = map(table.column("local_port").__getitem__, rows)
+    spaces = map(table.column("netns").__getitem__, rows)
+    return list(compress(rows, map(ports.__contains__, zip(spaces, local, strict=True))))
+
+
 def rows_with_byte(column: Sequence[int], wanted: frozenset[int]) -> list[int]:
     """Rows whose value is in `wanted` (values 0..255), for a u8 column: found with bytes.find when they
     are few (the usual case: retransmitting or probing sockets), by a 0/1 mask otherwise.

@@ -8,7 +8,9 @@ connection is then provably abandoned. DESIGN.md "Definitions" is the contract:
 - idle: nothing received, neither data nor ACK, for `idle_seconds`, i.e. min(tcpi_last_data_recv,
   tcpi_last_ack_recv) (include/uapi/linux/tcp.h; only netlink sock_diag carries tcp_info);
 - superseded: tcpwatchd saw a newer connection from the same peer address to the same local port,
-  first seen in a later poll than the old one and after the old one's last received packet. The order
+  first seen in a later poll than the old one and after the old one's last received packet. The local
+  port is a service port (listening, or where the opening history saw peers connect): our own outgoing
+  connections share ephemeral ports across destinations and are never superseded. The order
   comes from tcpwatchd's own polls, so connections first seen in the same poll (or all open at its first
   poll) are never ordered, and a pool opened together is never a phantom of itself. The newer one is
   known only to the poll that saw it, so "after the last packet" is exact to one poll interval.
@@ -45,7 +47,7 @@ from tcpwatchd.detectors.base import (
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import TcpState, TimerKind
-from tcpwatchd.rowsets import idle_established
+from tcpwatchd.rowsets import idle_established, listening_ports, on_ports
 from tcpwatchd.rowsets import services as services_of
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.table import SocketTable
@@ -148,20 +150,24 @@ def _verdicts(
     thousands. Only rows with a newer sighting or a probe verdict take the per-row path."""
     table = tracked.snapshot.sockets
     keys, timers = table.column("key"), table.column("timer")
-    services = services_of(table, rows)
+    # Only a connection to a service port can be superseded (a peer reconnects to the port it connected
+    # to; our own outgoing connections' ports are ephemeral): the rest are judged by their timer alone.
+    served = on_ports(table, rows, _service_ports(tracked))
+    services = services_of(table, served)
     newest = _newest_sightings(tracked, set(services))
-    row_keys = list(map(keys.__getitem__, rows))
-    first_polls = map(_FIRST_POLL, map(tracked.tracks.__getitem__, row_keys))
+    first_polls = map(_FIRST_POLL, map(tracked.tracks.__getitem__, map(keys.__getitem__, served)))
     newest_polls = map({k: s.poll for k, s in newest.items()}.get, services, repeat(0))
     maybe = list(map(gt, newest_polls, first_polls))
+    service_of = dict(zip(compress(served, maybe), compress(services, maybe), strict=True))
     probed, off = ctx.probed, int(TimerKind.OFF)
     # The common case, in C: not superseded and no probe verdict, so the timer alone decides.
     suspects: list[int] = []
-    slow = list(zip(rows, row_keys, services, strict=True))
-    if not probed:
+    if probed:
+        slow = [(row, keys[row], service_of.get(row)) for row in rows]
+    else:
         unarmed = map(off.__eq__, map(timers.__getitem__, rows))
-        suspects = list(compress(rows, map(and_, map(not_, maybe), unarmed)))
-        slow = list(compress(slow, maybe))
+        suspects = list(compress(rows, map(and_, map(not_, map(service_of.__contains__, rows)), unarmed)))
+        slow = [(row, keys[row], service) for row, service in service_of.items()]
     verdicts: dict[Kind, list[int]] = {PHANTOM: [], IDLE_SUSPECT: suspects}
     for row, key, service in slow:
         verdict = probed.get(key) if isinstance(key, int) else None
@@ -173,6 +179,11 @@ def _verdicts(
     if slow and suspects:
         suspects.sort()  # table order, as listed
     return verdicts, newest
+
+
+def _service_ports(tracked: TrackedPoll) -> set[tuple[int, int]]:
+    """(netns, port) a peer connects to: listening now, or where the opening history saw it connect."""
+    return listening_ports(tracked.snapshot.sockets) | {(ns, port) for ns, _p, port in tracked.openings.peers}
 
 
 _FIRST_POLL = attrgetter("first_seen_poll")
@@ -194,7 +205,7 @@ def _proven_alive_lately(probed: Probed | None, now: float, idle_seconds: float)
 def _judge(
     tracked: TrackedPoll,
     row: int,
-    service: ServiceKey,
+    service: ServiceKey | None,  # None: not a connection to a service port
     timer: int,
     newest: dict[ServiceKey, Sighting],
     probed: Probed | None = None,
@@ -205,7 +216,7 @@ def _judge(
         tracked.snapshot.sockets.column("last_ack_recv_ms"),
     )
     idle = min(data_ms[row], ack_ms[row]) / 1000.0
-    seen = newest.get(service)
+    seen = newest.get(service) if service is not None else None
     if seen is not None and seen.poll > track.first_seen_poll and seen.at > tracked.now - idle:
         return PHANTOM
     # The keepalive timer of a probe in flight is tcpwatchd's, not the application's.
@@ -259,6 +270,7 @@ def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[S
     spellings = {address for address in set(remotes) if peer_address(address) in peers}
     states, keys = table.column("state"), table.column("key")
     rows = list(compress(range(len(table)), map(spellings.__contains__, remotes)))
+    rows = on_ports(table, rows, {(netns, port) for netns, _peer, port in services})
     rows = list(compress(rows, map(_CONNECTED.__contains__, map(states.__getitem__, rows))))
     # The newest track per service in C: sorted by first poll, a dict keeps the last (ties: same time).
     tracks = list(map(tracked.tracks.__getitem__, map(keys.__getitem__, rows)))

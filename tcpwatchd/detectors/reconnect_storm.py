@@ -44,7 +44,7 @@ from tcpwatchd.detectors.base import (
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import NOBODY, Owner
 from tcpwatchd.openings import PeerKey
-from tcpwatchd.rowsets import idle_established, services
+from tcpwatchd.rowsets import idle_established, on_ports, services
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.snapshot import listener_owners, pod_labels
 from tcpwatchd.tracker import TrackedPoll
@@ -100,6 +100,7 @@ def _abandoned(tracked: TrackedPoll, cfg: ReconnectStormConfig) -> Counter[PeerK
         return out
     table = tracked.snapshot.sockets
     rows = judged_rows(tracked, idle_established(table, cfg.abandoned_idle_seconds * 1000.0))
+    rows = on_ports(table, rows, {(netns, port) for netns, _peer, port in peers})  # where peers opened
     keys = services(table, rows)
     newest_polls = map({key: peer.newest_poll for key, peer in peers.items()}.get, keys, repeat(0))
     first_polls = map(

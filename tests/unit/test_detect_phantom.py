@@ -167,3 +167,22 @@ def test_without_tcp_info_the_detector_is_degraded_and_guesses_nothing() -> None
 def test_with_tcp_info_the_detector_is_not_degraded() -> None:
     report = _run([Step(0, [old(0)])])
     assert report.degraded == ()
+
+
+def test_our_outgoing_connections_are_never_superseded() -> None:
+    """A client's ephemeral local port is shared by its connections to several ports of one peer
+    (IP_BIND_ADDRESS_NO_PORT): a newer one to another port is no reconnection, and the idle one is a
+    suspect by its timer, never a phantom. Only connections to a listening port can be superseded."""
+    out_old = conn(PEER, 5432, local_port=41000, tcp_info=info(0))
+    steps = [
+        Step(0, [out_old]),
+        Step(
+            10,
+            [conn(PEER, 5432, local_port=41000, tcp_info=info(10_000)), conn(PEER, 6379, local_port=41000)],
+        ),
+        Step(
+            100,
+            [conn(PEER, 5432, local_port=41000, tcp_info=info(100_000)), conn(PEER, 6379, local_port=41000)],
+        ),
+    ]
+    assert _kinds(_run(steps)) == {f"{PEER}:5432": "idle_suspect"}
