@@ -8,10 +8,10 @@ with the rows selected.
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Sequence
 from itertools import compress
-from operator import and_
 
 from tcpwatchd.model import TcpState
 from tcpwatchd.openings import PeerKey, peer_address
@@ -26,13 +26,10 @@ def idle_established(table: SocketTable, limit_ms: float) -> Sequence[int]:
     data_ms, ack_ms = table.column("last_data_recv_ms"), table.column("last_ack_recv_ms")
     if max(data_ms, default=-1) < limit_ms or max(ack_ms, default=-1) < limit_ms:
         return ()
-    states = table.column("state")
-    quiet = list(compress(range(len(table)), map(limit_ms.__le__, data_ms)))
-    also = map(
-        and_,
-        map(limit_ms.__le__, map(ack_ms.__getitem__, quiet)),
-        map(_ESTABLISHED, map(states.__getitem__, quiet)),
-    )
+    limit = math.ceil(limit_ms)  # the columns are whole milliseconds: int against int compares faster
+    established = table.rows_in(TcpState.ESTABLISHED)
+    quiet = list(compress(established, map(limit.__le__, map(data_ms.__getitem__, established))))
+    also = map(limit.__le__, map(ack_ms.__getitem__, quiet))
     return array("I", compress(quiet, also))  # 4 bytes a row: on a host of idle pools, every connection
 
 
@@ -57,8 +54,15 @@ def on_ports(table: SocketTable, rows: Sequence[int], ports: set[tuple[int, int]
     if not ports:
         return []
     local = map(table.column("local_port").__getitem__, rows)
-    spaces = map(table.column("netns").__getitem__, rows)
-    return list(compress(rows, map(ports.__contains__, zip(spaces, local, strict=True))))
+    spaces = table.column("netns")
+    if not any(spaces):  # one namespace: a byte per port, no tuple per row
+        wanted = bytearray(65536)
+        for _netns, port in ports:
+            wanted[port] = 1
+        return list(compress(rows, map(wanted.__getitem__, local)))
+    return list(
+        compress(rows, map(ports.__contains__, zip(map(spaces.__getitem__, rows), local, strict=True)))
+    )
 
 
 def rows_with_byte(column: Sequence[int], wanted: frozenset[int]) -> list[int]:
