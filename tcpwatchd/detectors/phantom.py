@@ -166,7 +166,9 @@ def _verdicts(
         slow = [(row, keys[row], service_of.get(row)) for row in rows]
     else:
         unarmed = map(off.__eq__, map(timers.__getitem__, rows))
-        suspects = list(compress(rows, map(and_, map(not_, map(service_of.__contains__, rows)), unarmed)))
+        if service_of:
+            unarmed = map(and_, map(not_, map(service_of.__contains__, rows)), unarmed)
+        suspects = list(compress(rows, unarmed))
         slow = [(row, keys[row], service) for row, service in service_of.items()]
     verdicts: dict[Kind, list[int]] = {PHANTOM: [], IDLE_SUSPECT: suspects}
     for row, key, service in slow:
