@@ -44,13 +44,15 @@ class Derived(Generic[T]):
     """A value derived from one poll's table, declared at module level with everything it reads.
 
     `reads` are the columns it depends on, `owners` whether it also reads the poll's inode -> owner map.
-    The table carries the value to the next poll only when all of those are equal there (see `inherit`).
-    Identity is the object: two declarations never share a memo, whatever their names.
+    The table carries the value to the next poll only when all of those are equal there (see `inherit`);
+    `carried=False` memoises it for this poll only (a helper bound to this poll's columns, say), and
+    `release` drops it. Identity is the object: two declarations never share a memo, whatever their names.
     """
 
     name: str
     reads: tuple[Column, ...]
     owners: bool = False
+    carried: bool = True
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.reads if c not in COLUMNS]
@@ -176,6 +178,7 @@ class SocketTable(Sequence[Socket]):
         kept = frozenset(keep)
         self._parts = tuple(part.retained(kept) for part in self._parts)
         self._memo = {name: values for name, values in self._memo.items() if name in kept}
+        self._derived = {what: value for what, value in self._derived.items() if what.carried}
         self._kept, self._released = kept, True
 
     def derive(self, what: Derived[T], compute: Callable[[], T]) -> T:
@@ -188,9 +191,10 @@ class SocketTable(Sequence[Socket]):
 
     def carry(self, owners: object) -> Carry:
         """The derived values of this poll, with the columns they read, for the next poll's `inherit`."""
-        needed = {c for what in self._derived for c in what.reads}
+        values = {what: value for what, value in self._derived.items() if what.carried}
+        needed = {c for what in values for c in what.reads}
         return Carry(
-            values=dict(self._derived),
+            values=values,
             columns={c: self.column(c) for c in needed},  # memoised lists: no copy
             owners=owners,
         )

@@ -223,21 +223,10 @@ def connection_finding(
 ) -> Finding:
     """A finding about one socket, attributed to its counted owner (or, when no process holds it, to
     its namespace's pod)."""
-    owner = tracked.owner_of(sock)
-    nobody = NOBODY
-    if owner is None and sock.netns:
-        nobody = pod_labels(tracked.snapshot).get(sock.netns, NOBODY)
-    return owned_finding(
-        kind,
-        owner,
-        sock.local,
-        sock.remote,
-        peer_address(sock.remote_address),
-        age,
-        details,
-        netns=sock.netns,
-        nobody=nobody,
-    )
+    owner, ns = tracked.owner_of(sock), sock.netns
+    nobody = pod_labels(tracked.snapshot).get(ns, NOBODY) if owner is None and ns else NOBODY
+    peer = peer_address(sock.remote_address)
+    return owned_finding(kind, owner, sock.local, sock.remote, peer, age, details, ns, nobody)
 
 
 # Up to this many rows, building the address columns is cheaper than decoding the listed rows one by one;
@@ -259,18 +248,34 @@ def row_finding(
     table = tracked.snapshot.sockets
     if len(table) > _COLUMNS_UP_TO and not table.has_column("remote_address") and not table.released:
         return connection_finding(kind, tracked, table.socket(row), age, details)
-    inode = table.column("inode")[row]
-    owner = tracked.snapshot.owners.get(inode) if inode else None
-    laddr, raddr = table.column("local_address")[row], table.column("remote_address")[row]
-    local = endpoint(laddr, table.column("local_port")[row])
-    remote = endpoint(raddr, table.column("remote_port")[row])
-    netns = table.column("netns")[row]
-    nobody = NOBODY
-    if owner is None and netns:
-        nobody = pod_labels(tracked.snapshot).get(netns, NOBODY)
-    return owned_finding(
-        kind, owner, local, remote, peer_address(raddr), age, details, netns=netns, nobody=nobody
-    )
+    return table.derive(_FINDER, lambda: _RowFinder(tracked)).find(kind, row, age, details)
+
+
+class _RowFinder:
+    """row_finding's columns and lookups, bound once per poll: a poll can name thousands of rows."""
+
+    def __init__(self, tracked: TrackedPoll) -> None:
+        column = tracked.snapshot.sockets.column
+        self.inodes, self.netns = column("inode"), column("netns")
+        self.laddr, self.lport = column("local_address"), column("local_port")
+        self.raddr, self.rport = column("remote_address"), column("remote_port")
+        self.owner_of, self.pods = tracked.snapshot.owners.get, pod_labels(tracked.snapshot)
+
+    def find(self, kind: Kind, row: int, age: float, details: tuple[Detail, ...]) -> Finding:
+        inode, netns, raddr = self.inodes[row], self.netns[row], self.raddr[row]
+        owner = self.owner_of(inode) if inode else None
+        nobody = self.pods.get(netns, NOBODY) if owner is None and netns else NOBODY
+        local, remote = endpoint(self.laddr[row], self.lport[row]), endpoint(raddr, self.rport[row])
+        return owned_finding(kind, owner, local, remote, peer_address(raddr), age, details, netns, nobody)
+
+
+# Bound to one poll's columns and owners: memoised for the poll, never carried.
+_FINDER = Derived[_RowFinder](
+    "base.row_finder",
+    reads=("inode", "netns", "local_address", "local_port", "remote_address", "remote_port"),
+    owners=True,
+    carried=False,
+)
 
 
 _new_finding = frozen_builder(Finding)
