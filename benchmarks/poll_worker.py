@@ -94,8 +94,11 @@ def _poller(worst: bool = False) -> Any:
 
     `worst` sets the worst-case rows' detector thresholds (WORST_DETECT)."""
     from tcpwatchd.config import Config
+    from tcpwatchd.memory import pin_mmap_threshold
     from tcpwatchd.outputs.announce import Announcer
     from tcpwatchd.poller import Poller
+
+    pin_mmap_threshold()  # as `tcpwatchd run` does at start (tcpwatchd/memory.py)
 
     # One namespace measured: the machine's other namespaces (other tests, the host's) stay out of it.
     raw: dict[str, Any] = {

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from tcpwatchd import __version__
 from tcpwatchd.config import Config, ConfigError, load_config
+from tcpwatchd.memory import pin_mmap_threshold
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -126,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_USAGE
+    pin_mmap_threshold()  # every command below polls: keep its memory from fragmenting (memory.py)
     if args.command == "run":
         from tcpwatchd.daemon import run_daemon
 

@@ -176,8 +176,9 @@ class SocketTable(Sequence[Socket]):
         columns, which are then computed only if read (addresses, say, only on a change of socket
         source); afterwards `socket()` and any other column raise LookupError."""
         kept = frozenset(keep)
-        self._parts = tuple(part.retained(kept) for part in self._parts)
         self._memo = {name: values for name, values in self._memo.items() if name in kept}
+        unread = kept.difference(self._memo)  # the parts need not also keep what the memo holds
+        self._parts = tuple(part.retained(unread) for part in self._parts)
         self._derived = {what: value for what, value in self._derived.items() if what.carried}
         self._kept, self._released = kept, True
 

@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "tcpwatchd.rules_config": 0,
     "tcpwatchd.allowlist": 0,  # pure rule parsing: config validates [detect.phantom] probe_allow with it
     "tcpwatchd.facts": 0,
+    "tcpwatchd.memory": 0,  # process-wide allocator settings the entry points apply
     "tcpwatchd.columns": 1,
     "tcpwatchd.table": 1,
     "tcpwatchd.snapshot": 2,
