@@ -57,6 +57,8 @@ class Snapshot:
     connection_events: ConnectionEvents = field(default_factory=ConnectionEvents)
     process_facts: Mapping[int, ProcessFacts] = field(default_factory=lambda: MappingProxyType({}))
     port_ranges: Mapping[int, PortRange] = field(default_factory=lambda: MappingProxyType({}))
+    # The distinct owners (one per process holding sockets), when the source gave them; see `holders`.
+    processes: tuple[Owner, ...] = ()
 
     @property
     def sockets_failed(self) -> bool:
@@ -79,6 +81,14 @@ class Snapshot:
         # The owners and, for sockets no process holds, their namespace's pod: a value reading owners
         # is inherited only when both are unchanged (a namespace's pod may be named a poll late).
         return self.owners, pod_labels(self)
+
+
+def holders(snap: Snapshot) -> tuple[Owner, ...]:
+    """One Owner per process holding sockets (by identity: the owner cache shares one per process)."""
+    if snap.processes or not snap.owners:
+        return snap.processes
+    held = list(snap.owners.values())
+    return tuple(dict(zip(map(id, held), held, strict=True)).values())
 
 
 def pod_labels(snap: Snapshot) -> Mapping[int, ProcessLabels]:

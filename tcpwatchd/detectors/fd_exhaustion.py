@@ -21,7 +21,7 @@ from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, reg
 from tcpwatchd.fd_forecast import forecast
 from tcpwatchd.model import ProcessLabels, TcpState
 from tcpwatchd.sections import DetectorSettings
-from tcpwatchd.snapshot import row_processes
+from tcpwatchd.snapshot import holders, row_processes
 from tcpwatchd.tracker import TrackedPoll
 
 FD_EXHAUSTION = Kind("fd_exhaustion")
@@ -35,9 +35,7 @@ class FdExhaustionConfig(DetectorSettings):
 
 def detect_fd_exhaustion(tracked: TrackedPoll, cfg: FdExhaustionConfig, ctx: Context) -> Outcome:
     snap = tracked.snapshot
-    held = list(snap.owners.values())
-    # One Owner object per process, shared by its sockets: distinct by identity first, in C.
-    owners = dict(zip(map(id, held), held, strict=True)).values()
+    owners = holders(snap)
     by_pid = dict(zip(map(attrgetter("pid"), owners), owners, strict=True))
     processes = row_processes(snap)
     close_wait = processes.counted(processes.codes_of(snap.sockets.rows_in(TcpState.CLOSE_WAIT)))

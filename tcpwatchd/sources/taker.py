@@ -71,6 +71,7 @@ class SnapshotTaker:
         self._procnet = ProcNetSource(proc_root=proc_root)
         self._owners = OwnerCache(proc_root=proc_root)
         self._warned: set[str] = set()
+        self._last_owners: tuple[Mapping[int, Owner], Mapping[int, Owner], tuple[Owner, ...]] | None = None
         self._namespaces = namespaces or NamespacesConfig(watch="own")
         self._workloads = Workloads(proc_root, self._namespaces.host_root)
         self._foreign: ForeignNamespaces | None = None
@@ -133,8 +134,8 @@ class SnapshotTaker:
             attribution = Attribution(MappingProxyType({}), AttributionStats())
         owners = self._named(attribution.owners) if self._namespaces.labels else attribution.owners
         counters = self._timed("kstats", statuses, lambda: read_kernel_counters(self._proc_root)) or {}
-        held = list(owners.values())
-        processes = {(o.pid, o.start_time) for o in dict(zip(map(id, held), held, strict=True)).values()}
+        proxy, holders = self._holders(owners)
+        processes = {(o.pid, o.start_time) for o in holders}
         facts = self._timed("process_facts", statuses, lambda: self._facts.facts(processes)) or {}
         ports = self._timed("port_range", statuses, lambda: _port_range(self._proc_root))
         return Snapshot(
@@ -142,7 +143,8 @@ class SnapshotTaker:
             monotonic=self._clock.monotonic(),
             source=source,
             sockets=sockets,
-            owners=MappingProxyType(owners),  # a fresh dict per poll: no copy needed
+            owners=proxy,
+            processes=holders,
             kernel_counters=MappingProxyType(counters),
             sources=tuple(statuses),
             attribution=attribution.stats,
@@ -152,6 +154,18 @@ class SnapshotTaker:
             process_facts=MappingProxyType(facts),
             port_ranges=MappingProxyType({0: ports} if ports else {}),
         )
+
+    def _holders(self, owners: Mapping[int, Owner]) -> tuple[Mapping[int, Owner], tuple[Owner, ...]]:
+        """The owners as the snapshot holds them, and the distinct owners. When the owner cache answered
+        with the very same mapping as last poll (nothing changed), both are last poll's objects: no pass
+        over every socket, and the next poll's inherit finds the owners unchanged by identity."""
+        if self._last_owners is not None and owners is self._last_owners[0]:
+            return self._last_owners[1], self._last_owners[2]
+        held = list(owners.values())
+        holders = tuple(dict(zip(map(id, held), held, strict=True)).values())  # one Owner per process
+        proxy = MappingProxyType(owners) if not isinstance(owners, MappingProxyType) else owners
+        self._last_owners = (owners, proxy, holders)
+        return proxy, holders
 
     def read_namespace_sysctls(self, names: tuple[str, ...]) -> list[tuple[int, tuple[Reading, ...]]]:
         """(netns id, readings of `names`) for every other namespace the last poll read."""

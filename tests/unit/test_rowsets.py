@@ -64,3 +64,14 @@ def test_counts_and_listing_agree_with_python_below_and_above_256_processes() ->
             seen[labels[row]] += 1
         assert processes_.first_of_each(codes, 1) == firsts
         assert labels[-1] == NOBODY
+
+
+def test_holders_are_one_owner_per_process_whoever_built_the_snapshot() -> None:
+    from dataclasses import replace
+
+    from tcpwatchd.snapshot import holders
+
+    a, b = owner("a", 1), owner("b", 2)
+    snap = snapshot(0, [sock(inode=1), sock(inode=2), sock(inode=3)], {1: a, 2: a, 3: b})
+    assert sorted(o.name for o in holders(snap)) == ["a", "b"]  # hand-built: computed
+    assert holders(replace(snap, processes=(b,))) == (b,)  # from the source: taken as given
