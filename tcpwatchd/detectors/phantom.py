@@ -117,7 +117,8 @@ def detect_phantom(tracked: TrackedPoll, cfg: PhantomConfig, ctx: Context) -> Ou
     table = tracked.snapshot.sockets
     data_ms = table.column("last_data_recv_ms")
     blind = 0
-    if -1 in data_ms:  # some sockets carry no tcp_info (TIME_WAIT ones; all from /proc)
+    # Some sockets carry no tcp_info (TIME_WAIT ones; all from /proc): -1. An unsigned array has none.
+    if getattr(data_ms, "typecode", "q") not in _UNSIGNED and -1 in data_ms:
         blind = list(map(data_ms.__getitem__, table.rows_in(TcpState.ESTABLISHED))).count(-1)
     idle_rows = idle_established(table, limit_ms)  # usually few, often none
     degraded = ""
@@ -189,6 +190,7 @@ def _service_ports(tracked: TrackedPoll) -> set[tuple[int, int]]:
 
 
 _FIRST_POLL = attrgetter("first_seen_poll")
+_UNSIGNED = frozenset("BHILQ")  # array typecodes that cannot hold -1
 _ESTABLISHED = int(TcpState.ESTABLISHED).__eq__
 _CONNECTED = frozenset(set(TcpState) - {TcpState.LISTEN, TcpState.CLOSE})
 
