@@ -153,13 +153,18 @@ def _verdicts(
     keys, timers = table.column("key"), table.column("timer")
     # Only a connection to a service port can be superseded (a peer reconnects to the port it connected
     # to; our own outgoing connections' ports are ephemeral): the rest are judged by their timer alone.
-    served = on_ports(table, rows, _service_ports(tracked))
-    services = services_of(table, served)
-    newest = _newest_sightings(tracked, set(services))
-    first_polls = map(_FIRST_POLL, map(tracked.tracks.__getitem__, map(keys.__getitem__, served)))
+    ports = _service_ports(tracked)
+    served = on_ports(table, rows, ports)
+    tracks = tracked.tracks.__getitem__
+    floor = min(map(_FIRST_POLL, map(tracks, map(keys.__getitem__, served))), default=0)
+    newest = _newest_sightings(tracked, served, ports, floor)
+    # Only rows on a port with a newer sighting can be superseded (usually none): services for those alone.
+    candidates = on_ports(table, served, {(netns, port) for netns, _peer, port in newest})
+    services = services_of(table, candidates)
+    first_polls = map(_FIRST_POLL, map(tracks, map(keys.__getitem__, candidates)))
     newest_polls = map({k: s.poll for k, s in newest.items()}.get, services, repeat(0))
     maybe = list(map(gt, newest_polls, first_polls))
-    service_of = dict(zip(compress(served, maybe), compress(services, maybe), strict=True))
+    service_of = dict(zip(compress(candidates, maybe), compress(services, maybe), strict=True))
     probed, off = ctx.probed, int(TimerKind.OFF)
     # The common case, in C: not superseded and no probe verdict, so the timer alone decides.
     suspects: list[int] = []
@@ -191,7 +196,6 @@ def _service_ports(tracked: TrackedPoll) -> set[tuple[int, int]]:
 
 _FIRST_POLL = attrgetter("first_seen_poll")
 _UNSIGNED = frozenset("BHILQ")  # array typecodes that cannot hold -1
-_ESTABLISHED = int(TcpState.ESTABLISHED).__eq__
 _CONNECTED = frozenset(set(TcpState) - {TcpState.LISTEN, TcpState.CLOSE})
 
 
@@ -252,41 +256,40 @@ def _finding(
     return row_finding(IDLE_SUSPECT, tracked, row, idle, details)
 
 
-def _newest_sightings(tracked: TrackedPoll, services: set[ServiceKey]) -> dict[ServiceKey, Sighting]:
-    """(namespace, peer address, local port) -> the newest connection tcpwatchd saw appear there, for
-    `services`.
+def _newest_sightings(
+    tracked: TrackedPoll, served: Sequence[int], ports: set[tuple[int, int]], floor: int
+) -> dict[ServiceKey, Sighting]:
+    """(namespace, peer address, service port) -> the newest connection tcpwatchd saw appear there after
+    poll `floor` (the earliest first poll of the idle `served` rows: nothing older supersedes them), for
+    the peers of those rows.
 
     Both the connections open now and the newest opening in the tracker's per-peer history (which may
-    have closed since, or opened and closed between polls) count: a reconnect proves the peer came back
-    even if it did not stay. The history keeps only the newest opening per peer and port, so this costs
-    the same however many connections the peer opened.
+    have closed since) count: a reconnect proves the peer came back even if it did not stay. Of the
+    connections open now, only those first seen after `floor` (few) take a Python step.
     """
     newest: dict[ServiceKey, Sighting] = {}
 
     def see(key: ServiceKey, poll: int, at: float) -> None:
-        if key in services and (key not in newest or newest[key].poll < poll):
+        if poll > floor and (key not in newest or newest[key].poll < poll):
             newest[key] = Sighting(poll, at)
 
     table = tracked.snapshot.sockets
-    peers = {peer for _netns, peer, _port in services}
     remotes = table.column("remote_address")
+    peers = {peer_address(address) for address in set(map(remotes.__getitem__, served))}
+    for key, history in tracked.openings.peers.items():
+        if key[1] in peers:
+            see(key, history.newest_poll, history.newest_at)
     # Only rows whose remote address is one of the peers' spellings (IPv4, or IPv4-mapped) are read.
     spellings = {address for address in set(remotes) if peer_address(address) in peers}
     states, keys = table.column("state"), table.column("key")
     rows = list(compress(range(len(table)), map(spellings.__contains__, remotes)))
-    rows = on_ports(table, rows, {(netns, port) for netns, _peer, port in services})
+    rows = on_ports(table, rows, ports)
     rows = list(compress(rows, map(_CONNECTED.__contains__, map(states.__getitem__, rows))))
-    # The newest track per service in C: sorted by first poll, a dict keeps the last (ties: same time).
     tracks = list(map(tracked.tracks.__getitem__, map(keys.__getitem__, rows)))
-    found = services_of(table, rows)
-    order = sorted(range(len(rows)), key=list(map(_FIRST_POLL, tracks)).__getitem__)
-    latest = dict(zip(map(found.__getitem__, order), map(tracks.__getitem__, order), strict=True))
-    for key in services & latest.keys():
-        see(key, latest[key].first_seen_poll, latest[key].first_seen)
-    for key in services:
-        peer = tracked.openings.newest(key)
-        if peer is not None:
-            see(key, peer.newest_poll, peer.newest_at)
+    after = list(map(floor.__lt__, map(_FIRST_POLL, tracks)))
+    recent = list(compress(tracks, after))
+    for key, track in zip(services_of(table, list(compress(rows, after))), recent, strict=True):
+        see(key, track.first_seen_poll, track.first_seen)
     return newest
 
 
