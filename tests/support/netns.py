@@ -33,7 +33,11 @@ class NetNS:
 
     def __enter__(self) -> NetNS:
         _ip("netns", "add", self.name)
-        _ip("-n", self.name, "link", "set", "lo", "up")
+        try:
+            _ip("-n", self.name, "link", "set", "lo", "up")
+        except BaseException:  # __exit__ is not called when __enter__ fails: never leave the name behind
+            self.close()
+            raise
         return self
 
     def __exit__(
