@@ -2,13 +2,15 @@
 
 A busy host has ~100k sockets, and building, hashing and walking one Python object per socket per poll
 costs more than the kernel's whole dump (benchmarks/README.md). So a poll keeps its sockets as columns
-(one list per field) extracted in bulk, and the stages after it (owners, tracker, detectors, counts) work
-on columns with C-level builtins; a `Socket` object is built only for the few sockets a finding names,
-or when someone iterates the table (the CLI, tests).
+(one compact array per numeric field) extracted in bulk, and the stages after it (owners, tracker,
+detectors, counts) work on columns with C-level builtins; a `Socket` object is built only for the few
+sockets a finding names, or when someone iterates the table (the CLI, tests).
 
-A table is made of parts (columns.py): a `RawPart` is a run of equal-length sock_diag messages decoded by
-strided memoryviews without a per-socket Python loop (built by the sources); an `ObjectPart` wraps ready
-`Socket`s (the /proc source, hand-built tests). Both give the same columns.
+A table is made of parts (columns.py): a dump's are `CompactPart`s (sources/sockdiag_compact.py: each
+field of a run of sock_diag messages in its own array, copied out of the receive buffer), a `RawPart` is
+such a run still over the received bytes (tests, and the compactor's input), an `ObjectPart` wraps ready
+`Socket`s (the /proc source, odd messages, hand-built tests). All give the same columns. `release` slims
+a poll's table to what the next poll reads of it.
 
 Columns are computed on first use and memoised. A value derived from columns (rows by state, owner names
 per row, a detector's candidate rows) is declared once as a `Derived`, naming the columns it reads and
