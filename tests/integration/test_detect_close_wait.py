@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.support.detect_pipeline import Watch, tell, workload
+from tests.support.detect_pipeline import Watch, closing_clients, tell, workload
 from tests.support.netns import NetNS
 
 MIN_AGE = 1.0
@@ -25,19 +25,7 @@ def test_a_server_that_never_closes_is_flagged_one_that_closes_promptly_is_not()
         )
         watch.poll()
         for port in ("7001", "7002"):
-            workload(
-                ns,
-                "client",
-                "127.0.0.1",
-                port,
-                "--count",
-                "3",
-                "--send",
-                "10",
-                "--close",
-                "--name",
-                "cw-client",
-            )
+            closing_clients(ns, port)
         closed_at = time.monotonic()  # the clients' FINs are out: the leak starts now
         polls = watch.poll_for(MIN_AGE + 4 * INTERVAL + 1.0, INTERVAL)
 

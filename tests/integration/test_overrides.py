@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.detect_pipeline import Watch, workload
+from tests.support.detect_pipeline import Watch, closing_clients, workload
 from tests.support.netns import NetNS
 
 pytestmark = pytest.mark.integration
@@ -20,9 +20,7 @@ STRICT = {
 
 def _leak(ns: NetNS, port: str, name: str) -> None:
     workload(ns, "server", "--host", "127.0.0.1", "--port", port, "--mode", "hold", "--name", name)
-    workload(
-        ns, "client", "127.0.0.1", port, "--count", "3", "--send", "10", "--close", "--name", "cw-client"
-    )
+    closing_clients(ns, port)
 
 
 def test_the_same_leak_is_a_finding_only_where_the_rule_says_so() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tcpwatchd.top.document import parse_document
-from tests.support.detect_pipeline import workload
+from tests.support.detect_pipeline import closing_clients, workload
 from tests.support.netns import REPO, NetNS, wait_until
 from tests.support.tmux import PROMPT, Tmux, require_tmux
 
@@ -54,19 +54,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[NetNS, Path]]:
         cfg.write_text(CONFIG)
         for port, mode, name in (("7001", "hold", "cw-leaky"), ("7002", "close", "cw-prompt")):
             workload(ns, "server", "--host", "127.0.0.1", "--port", port, "--mode", mode, "--name", name)
-            workload(
-                ns,
-                "client",
-                "127.0.0.1",
-                port,
-                "--count",
-                "3",
-                "--send",
-                "10",
-                "--close",
-                "--name",
-                "cw-client",
-            )
+            closing_clients(ns, port)
         ns.python("-m", "tcpwatchd", "run", "-c", str(cfg))
         wait_until(lambda: _leaking(ns), timeout=30, interval=0.3, what="the daemon's API to show the leak")
         yield ns, cfg

@@ -91,6 +91,14 @@ def workload(ns: NetNS, *argv: str) -> tuple[subprocess.Popen[str], str]:
     return child, line[len("READY") :].strip()
 
 
+def closing_clients(ns: NetNS, port: str) -> None:
+    """Three clients of 127.0.0.1:`port` that send 10 bytes and close: a server in "hold" mode is left
+    with three CLOSE_WAIT sockets, one in "close" mode with none."""
+    workload(
+        ns, "client", "127.0.0.1", port, "--count", "3", "--send", "10", "--close", "--name", "cw-client"
+    )
+
+
 def tell(child: subprocess.Popen[str], command: str, expect: str = "") -> None:
     assert child.stdin is not None
     child.stdin.write(command + "\n")
