@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
+from operator import attrgetter
 
 from tcpwatchd.model import TcpState
 from tcpwatchd.openings import PeerKey, peer_address
 from tcpwatchd.table import SocketTable
+from tcpwatchd.tracker import Track, TrackedPoll
 
-_ESTABLISHED = int(TcpState.ESTABLISHED).__eq__
+FIRST_POLL = attrgetter("first_seen_poll")
 
 
 def idle_established(table: SocketTable, limit_ms: float) -> Sequence[int]:
@@ -41,6 +43,17 @@ def services(table: SocketTable, rows: Sequence[int]) -> list[PeerKey]:
     peers = map(peer_of.__getitem__, map(remotes.__getitem__, rows))
     ports = map(table.column("local_port").__getitem__, rows)
     return list(zip(map(table.column("netns").__getitem__, rows), peers, ports, strict=True))
+
+
+def tracks_of(tracked: TrackedPoll, rows: Iterable[int]) -> Iterator[Track]:
+    """The tracker's track of each row's connection, looked up in C."""
+    keys = tracked.snapshot.sockets.column("key")
+    return map(tracked.tracks.__getitem__, map(keys.__getitem__, rows))
+
+
+def first_polls(tracked: TrackedPoll, rows: Iterable[int]) -> Iterator[int]:
+    """The poll that first saw each row's connection (the tracker's first_seen_poll)."""
+    return map(FIRST_POLL, tracks_of(tracked, rows))
 
 
 def listening_ports(table: SocketTable) -> set[tuple[int, int]]:

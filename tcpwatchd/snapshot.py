@@ -84,10 +84,13 @@ class Snapshot:
 
 
 def holders(snap: Snapshot) -> tuple[Owner, ...]:
-    """One Owner per process holding sockets (by identity: the owner cache shares one per process)."""
-    if snap.processes or not snap.owners:
-        return snap.processes
-    held = list(snap.owners.values())
+    """One Owner per process holding sockets: the source's, or found from the owners."""
+    return snap.processes if snap.processes or not snap.owners else distinct_owners(snap.owners)
+
+
+def distinct_owners(owners: Mapping[int, Owner]) -> tuple[Owner, ...]:
+    """The owners of `owners`, each once, by identity (the owner cache shares one per process), in C."""
+    held = list(owners.values())
     return tuple(dict(zip(map(id, held), held, strict=True)).values())
 
 

@@ -26,6 +26,7 @@ from tcpwatchd.detectors.base import (
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, register
 from tcpwatchd.model import TcpState
+from tcpwatchd.rowsets import tracks_of
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.snapshot import row_processes
 from tcpwatchd.tracker import TrackedPoll
@@ -42,8 +43,7 @@ def detect_close_wait(tracked: TrackedPoll, cfg: CloseWaitConfig, ctx: Context) 
     min_age = cfg.min_age_seconds
     table, now = tracked.snapshot.sockets, tracked.now
     rows = judged_rows(tracked, table.rows_in(TcpState.CLOSE_WAIT))
-    keys = table.column("key")
-    since = list(map(_STATE_SINCE, map(tracked.tracks.__getitem__, map(keys.__getitem__, rows))))
+    since = list(map(_STATE_SINCE, tracks_of(tracked, rows)))
     processes = row_processes(tracked.snapshot)
     # The oldest per process in C: sorted newest first, a dict keeps each process's last (oldest) value.
     order = sorted(range(len(rows)), key=since.__getitem__, reverse=True)

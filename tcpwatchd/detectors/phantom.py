@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import and_, attrgetter, gt, not_
+from operator import and_, gt, not_
 from types import MappingProxyType
 from typing import Literal
 
@@ -47,7 +47,7 @@ from tcpwatchd.detectors.base import (
 )
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import TcpState, TimerKind
-from tcpwatchd.rowsets import idle_established, listening_ports, on_ports
+from tcpwatchd.rowsets import FIRST_POLL, first_polls, idle_established, listening_ports, on_ports, tracks_of
 from tcpwatchd.rowsets import services as services_of
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.table import SocketTable
@@ -155,15 +155,14 @@ def _verdicts(
     # to; our own outgoing connections' ports are ephemeral): the rest are judged by their timer alone.
     ports = _service_ports(tracked)
     served = on_ports(table, rows, ports)
-    tracks = tracked.tracks.__getitem__
-    floor = min(map(_FIRST_POLL, map(tracks, map(keys.__getitem__, served))), default=0)
+    floor = min(first_polls(tracked, served), default=0)
     newest = _newest_sightings(tracked, served, ports, floor)
     # Only rows on a port with a newer sighting can be superseded (usually none): services for those alone.
     candidates = on_ports(table, served, {(netns, port) for netns, _peer, port in newest})
     services = services_of(table, candidates)
-    first_polls = map(_FIRST_POLL, map(tracks, map(keys.__getitem__, candidates)))
+    firsts = first_polls(tracked, candidates)
     newest_polls = map({k: s.poll for k, s in newest.items()}.get, services, repeat(0))
-    maybe = list(map(gt, newest_polls, first_polls))
+    maybe = list(map(gt, newest_polls, firsts))
     service_of = dict(zip(compress(candidates, maybe), compress(services, maybe), strict=True))
     probed, off = ctx.probed, int(TimerKind.OFF)
     # The common case, in C: not superseded and no probe verdict, so the timer alone decides.
@@ -194,7 +193,6 @@ def _service_ports(tracked: TrackedPoll) -> set[tuple[int, int]]:
     return listening_ports(tracked.snapshot.sockets) | {(ns, port) for ns, _p, port in tracked.openings.peers}
 
 
-_FIRST_POLL = attrgetter("first_seen_poll")
 _UNSIGNED = frozenset("BHILQ")  # array typecodes that cannot hold -1
 _CONNECTED = frozenset(set(TcpState) - {TcpState.LISTEN, TcpState.CLOSE})
 
@@ -281,12 +279,12 @@ def _newest_sightings(
             see(key, history.newest_poll, history.newest_at)
     # Only rows whose remote address is one of the peers' spellings (IPv4, or IPv4-mapped) are read.
     spellings = {address for address in set(remotes) if peer_address(address) in peers}
-    states, keys = table.column("state"), table.column("key")
+    states = table.column("state")
     rows = list(compress(range(len(table)), map(spellings.__contains__, remotes)))
     rows = on_ports(table, rows, ports)
     rows = list(compress(rows, map(_CONNECTED.__contains__, map(states.__getitem__, rows))))
-    tracks = list(map(tracked.tracks.__getitem__, map(keys.__getitem__, rows)))
-    after = list(map(floor.__lt__, map(_FIRST_POLL, tracks)))
+    tracks = list(tracks_of(tracked, rows))
+    after = list(map(floor.__lt__, map(FIRST_POLL, tracks)))
     recent = list(compress(tracks, after))
     for key, track in zip(services_of(table, list(compress(rows, after))), recent, strict=True):
         see(key, track.first_seen_poll, track.first_seen)

@@ -33,6 +33,7 @@ from tcpwatchd.detectors.base import (
 from tcpwatchd.detectors.base import owned_finding as finding_for
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, ValueGauge, register
 from tcpwatchd.model import NOBODY, ProcessLabels, TcpState
+from tcpwatchd.rowsets import listening_ports
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.snapshot import row_processes
 from tcpwatchd.table import Derived, SocketTable
@@ -126,7 +127,7 @@ def _ephemeral_rows(table: SocketTable, low: int, high: int) -> list[bool]:
     """Which rows hold an ephemeral port, decided in C (a host has ~100k rows): in the range, not
     LISTEN/CLOSE, not a listener's port in its namespace (an accepted connection)."""
     states, ports, spaces = table.column("state"), table.column("local_port"), table.column("netns")
-    listening = {(spaces[r], ports[r]) for r in table.rows_in(TcpState.LISTEN)}
+    listening = listening_ports(table)
     connected = map(_CONNECTED.__contains__, states)
     if not any(spaces):  # one namespace: a port table per port, no tuple per row
         free = bytearray(65536)

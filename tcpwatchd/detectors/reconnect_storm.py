@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import compress, repeat
-from operator import attrgetter, gt
+from operator import gt
 from types import MappingProxyType
 
 from pydantic import Field
@@ -44,7 +44,7 @@ from tcpwatchd.detectors.base import (
 from tcpwatchd.detectors.registry import DetectorSpec, KindSpec, register
 from tcpwatchd.model import NOBODY, Owner
 from tcpwatchd.openings import PeerKey
-from tcpwatchd.rowsets import idle_established, on_ports, services
+from tcpwatchd.rowsets import first_polls, idle_established, on_ports, services
 from tcpwatchd.sections import DetectorSettings
 from tcpwatchd.snapshot import listener_owners, pod_labels
 from tcpwatchd.tracker import TrackedPoll
@@ -103,18 +103,13 @@ def _abandoned(tracked: TrackedPoll, cfg: ReconnectStormConfig) -> Counter[PeerK
     rows = on_ports(table, rows, {(netns, port) for netns, _peer, port in peers})  # where peers opened
     keys = services(table, rows)
     newest_polls = map({key: peer.newest_poll for key, peer in peers.items()}.get, keys, repeat(0))
-    first_polls = map(
-        _FIRST_POLL, map(tracked.tracks.__getitem__, map(table.column("key").__getitem__, rows))
-    )
+    firsts = first_polls(tracked, rows)
     data_ms, ack_ms = table.column("last_data_recv_ms"), table.column("last_ack_recv_ms")
-    for row, key in compress(zip(rows, keys, strict=True), map(gt, newest_polls, first_polls)):
+    for row, key in compress(zip(rows, keys, strict=True), map(gt, newest_polls, firsts)):
         idle = min(data_ms[row], ack_ms[row]) / 1000.0
         if peers[key].newest_at > tracked.now - idle:
             out[key] += 1
     return out
-
-
-_FIRST_POLL = attrgetter("first_seen_poll")
 
 
 def _local(key: PeerKey) -> str:

@@ -66,7 +66,6 @@ class OwnerCache:
         # built again from this only on a poll whose sockets changed), and how many were non-zero.
         self._basis: Sequence[int] = ()
         self._basis_count = 0
-        self._incoming: Sequence[int] = ()
         self._last_list: Sequence[int] = ()
         self._prefetch: FdScan[_ScanOutcome] | None = None  # started by start_full_scan
         self._recheck = False  # scan for new fds even when the sockets are the same as last poll's
@@ -102,7 +101,7 @@ class OwnerCache:
         quiet = prefetched is None and not recheck and self._quiet_since_last_poll(pids, now)
         if quiet and inodes == self._last_list:
             return self._same_as_last_poll()
-        self._last_list, self._incoming = inodes, inodes
+        self._last_list = inodes
         current = frozenset(filter(None, inodes))  # without inode 0, in one pass
         if quiet and current <= self._last_inodes():
             return self._only_closed_since_last_poll(current)
@@ -172,7 +171,7 @@ class OwnerCache:
         return self._last
 
     def _remember(self, current: frozenset[int]) -> None:
-        self._basis, self._basis_count = self._incoming, len(current)
+        self._basis, self._basis_count = self._last_list, len(current)
 
     def _last_inodes(self) -> frozenset[int]:
         return frozenset(filter(None, self._basis))

@@ -18,7 +18,7 @@ from typing import TypeVar
 from tcpwatchd.config import DaemonConfig, NamespacesConfig
 from tcpwatchd.facts import PortRange
 from tcpwatchd.model import AttributionStats, NamespaceStats, Owner, SourceStatus
-from tcpwatchd.snapshot import Snapshot
+from tcpwatchd.snapshot import Snapshot, distinct_owners
 from tcpwatchd.sources import (
     ProcNetSource,
     SockDiagSource,
@@ -161,8 +161,7 @@ class SnapshotTaker:
         over every socket, and the next poll's inherit finds the owners unchanged by identity."""
         if self._last_owners is not None and owners is self._last_owners[0]:
             return self._last_owners[1], self._last_owners[2]
-        held = list(owners.values())
-        holders = tuple(dict(zip(map(id, held), held, strict=True)).values())  # one Owner per process
+        holders = distinct_owners(owners)
         proxy = MappingProxyType(owners) if not isinstance(owners, MappingProxyType) else owners
         self._last_owners = (owners, proxy, holders)
         return proxy, holders
